@@ -1,0 +1,1 @@
+"""DLMS/COSEM drivers: transports, sessions, readers and meter profiles behind our own interface."""

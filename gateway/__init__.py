@@ -1,0 +1,1 @@
+"""meter-gateway: reads DLMS/COSEM meters and keeps their history as event streams."""
