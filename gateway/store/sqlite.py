@@ -1,0 +1,425 @@
+"""Embedded SQLite backend of the event store (the default on the substation box).
+
+One file, WAL journal and ``synchronous=FULL`` so a committed append survives a power cut. A single
+connection is shared by all tasks: an ``anyio.Lock`` serialises access and every blocking sqlite call
+runs in a worker thread, so the event loop never waits on the disk. ``append_batch`` writes all of its
+requests in one ``BEGIN IMMEDIATE`` transaction with a savepoint per request, so one stream's conflict
+is reported on its own without undoing the others. ``position`` (AUTOINCREMENT, never reused) is the
+global commit order that ``read_all`` checkpoints refer to.
+
+A failure of the database itself (locked past the busy timeout, disk I/O) raises ``StoreUnavailable``
+for the whole call: nothing of that call was committed, and it may be retried as it is.
+"""
+from __future__ import annotations
+
+import sqlite3
+from datetime import datetime
+from pathlib import Path
+from typing import Callable, Sequence, TypeVar
+
+import anyio
+import anyio.to_thread
+
+from gateway.store import codec
+from gateway.store.base import BatchOutcome, ReadAllPage, StoreStats
+from gateway.store.errors import (
+    EventIdConflict,
+    StoreError,
+    StoreUnavailable,
+    StreamNotFound,
+    WrongExpectedVersion,
+)
+from gateway.store.model import (
+    NO_STREAM,
+    AppendRequest,
+    AppendResult,
+    NewEvent,
+    RecordedEvent,
+    Snapshot,
+    StreamInfo,
+)
+
+T = TypeVar("T")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS events (
+    position       INTEGER PRIMARY KEY AUTOINCREMENT,
+    stream_id      TEXT    NOT NULL,
+    version        INTEGER NOT NULL,
+    event_id       TEXT    NOT NULL UNIQUE,
+    type           TEXT    NOT NULL,
+    schema_version INTEGER NOT NULL,
+    data           TEXT    NOT NULL,
+    metadata       TEXT    NOT NULL,
+    UNIQUE (stream_id, version)
+);
+CREATE TABLE IF NOT EXISTS streams (
+    stream_id TEXT    PRIMARY KEY,
+    head      INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS snapshots (
+    stream_id      TEXT    PRIMARY KEY,
+    version        INTEGER NOT NULL,
+    schema_version INTEGER NOT NULL,
+    state          TEXT    NOT NULL,
+    taken_at       TEXT    NOT NULL
+);
+"""
+
+_EVENT_COLUMNS = "position, stream_id, version, event_id, type, schema_version, data, metadata"
+
+# One encoded event row, ready for INSERT after stream_id and version: id, type, schema, data, meta.
+_EncodedEvent = tuple[str, str, int, str, str]
+
+
+def _encode(event: NewEvent) -> _EncodedEvent:
+    envelope = codec.event_to_dict(event)
+    return (
+        envelope["id"],
+        envelope["type"],
+        envelope["schemaVersion"],
+        codec.dumps(envelope["data"]),
+        codec.dumps(envelope["metadata"]),
+    )
+
+
+def _decode(row: sqlite3.Row) -> RecordedEvent:
+    return codec.recorded_from_dict(
+        {
+            "id": row["event_id"],
+            "type": row["type"],
+            "schemaVersion": row["schema_version"],
+            "data": codec.loads(row["data"]),
+            "metadata": codec.loads(row["metadata"]),
+        },
+        stream_id=row["stream_id"],
+        version=row["version"],
+        position=row["position"],
+    )
+
+
+def _validate(request: AppendRequest) -> None:
+    if not request.events:
+        raise ValueError(f"stream {request.stream_id!r}: an append needs at least one event")
+    if request.expected_version < NO_STREAM:
+        raise ValueError(
+            f"stream {request.stream_id!r}: expected version {request.expected_version} is negative"
+        )
+    ids = [e.event_id for e in request.events]
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"stream {request.stream_id!r}: the same event id appears twice in one append")
+
+
+class SqliteEventStore:
+    """``EventStore`` on one SQLite file. Create with ``await SqliteEventStore.open(path)``."""
+
+    def __init__(self, conn: sqlite3.Connection, path: Path) -> None:
+        self._conn = conn
+        self.path = path
+        self.stats = StoreStats()
+        # Guards the one connection: sqlite3 connections must not be used by two threads at once,
+        # and a transaction must not interleave with another task's statements.
+        self._connection_lock = anyio.Lock()
+        self._closed = False
+
+    @classmethod
+    async def open(cls, path: str | Path, *, busy_timeout: float = 5.0) -> SqliteEventStore:
+        """Open (creating if needed) the store at ``path``; ``busy_timeout`` in seconds."""
+        db_path = Path(path)
+
+        def connect() -> sqlite3.Connection:
+            # isolation_level=None: we issue BEGIN/COMMIT ourselves (the module's implicit
+            # transactions would otherwise start a DEFERRED one before our writes).
+            conn = sqlite3.connect(
+                db_path, timeout=busy_timeout, isolation_level=None, check_same_thread=False
+            )
+            try:
+                conn.row_factory = sqlite3.Row
+                conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
+                mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+                if str(mode).lower() != "wal":
+                    raise sqlite3.OperationalError(f"cannot switch {db_path} to WAL (got {mode})")
+                # An edge box loses power: FULL syncs the WAL at every commit, so an
+                # acknowledged append is on disk.
+                conn.execute("PRAGMA synchronous = FULL")
+                conn.executescript(_SCHEMA)
+            except BaseException:
+                conn.close()
+                raise
+            return conn
+
+        try:
+            conn = await anyio.to_thread.run_sync(connect)
+        except sqlite3.OperationalError as exc:
+            raise StoreUnavailable(f"cannot open event store {db_path}: {exc}") from exc
+        return cls(conn, db_path)
+
+    async def aclose(self) -> None:
+        async with self._connection_lock:
+            if not self._closed:
+                self._closed = True
+                await anyio.to_thread.run_sync(self._conn.close)
+
+    async def _run(self, func: Callable[[sqlite3.Connection], T], stream_id: str | None = None) -> T:
+        """Run ``func`` with the connection in a worker thread, one caller at a time."""
+        async with self._connection_lock:
+            if self._closed:
+                raise StoreUnavailable("the event store is closed", stream_id)
+            try:
+                # Not abandoned on cancellation: the thread finishes its transaction first, so the
+                # connection is never left inside one. (An append cancelled this way may have
+                # committed; the caller's retry is then an idempotent one.)
+                return await anyio.to_thread.run_sync(func, self._conn)
+            except sqlite3.OperationalError as exc:
+                raise StoreUnavailable(f"sqlite: {exc}", stream_id) from exc
+
+    async def pragmas(self) -> dict[str, int | str]:
+        """The durability settings in force on the store's connection, as SQLite reports them."""
+
+        def read(conn: sqlite3.Connection) -> dict[str, int | str]:
+            return {
+                name: conn.execute(f"PRAGMA {name}").fetchone()[0]
+                for name in ("journal_mode", "synchronous", "busy_timeout")
+            }
+
+        return await self._run(read)
+
+    # -- writes ---------------------------------------------------------------------------------
+
+    async def append(
+        self, stream_id: str, events: Sequence[NewEvent], expected_version: int
+    ) -> AppendResult:
+        (outcome,) = await self.append_batch(
+            [AppendRequest(stream_id=stream_id, expected_version=expected_version, events=tuple(events))]
+        )
+        if outcome.error is not None:
+            raise outcome.error
+        assert outcome.result is not None
+        return outcome.result
+
+    async def append_batch(self, requests: Sequence[AppendRequest]) -> list[BatchOutcome]:
+        if not requests:
+            return []
+        for request in requests:
+            _validate(request)
+        # Encoding refuses bad data (naive datetimes, values JSON cannot hold): do it before any I/O.
+        encoded = [[_encode(e) for e in request.events] for request in requests]
+
+        def batch(conn: sqlite3.Connection) -> list[BatchOutcome]:
+            outcomes: list[BatchOutcome] = []
+            for request, rows in zip(requests, encoded):
+                conn.execute("SAVEPOINT append_request")
+                try:
+                    result = _append_one(conn, request, rows)
+                except StoreError as error:
+                    conn.execute("ROLLBACK TO append_request")
+                    conn.execute("RELEASE append_request")
+                    outcomes.append(BatchOutcome(request=request, error=error))
+                else:
+                    conn.execute("RELEASE append_request")
+                    outcomes.append(BatchOutcome(request=request, result=result))
+            return outcomes
+
+        self.stats.writes += 1
+        self.stats.appends += len(requests)
+        return await self._run(
+            lambda conn: _write_transaction(conn, batch),
+            requests[0].stream_id if len(requests) == 1 else None,
+        )
+
+    async def delete_stream(self, stream_id: str) -> None:
+        def delete(conn: sqlite3.Connection) -> None:
+            if conn.execute("DELETE FROM streams WHERE stream_id = ?", (stream_id,)).rowcount == 0:
+                raise StreamNotFound(stream_id)
+            conn.execute("DELETE FROM events WHERE stream_id = ?", (stream_id,))
+            conn.execute("DELETE FROM snapshots WHERE stream_id = ?", (stream_id,))
+
+        self.stats.writes += 1
+        await self._run(lambda conn: _write_transaction(conn, delete), stream_id)
+
+    async def save_snapshot(self, snapshot: Snapshot) -> None:
+        if snapshot.version < 1:
+            raise ValueError(f"stream {snapshot.stream_id!r}: a snapshot needs a version >= 1")
+        row = (
+            snapshot.stream_id,
+            snapshot.version,
+            snapshot.schema_version,
+            codec.dumps(snapshot.state),
+            codec.iso_utc(snapshot.taken_at),
+        )
+
+        def upsert(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "INSERT INTO snapshots (stream_id, version, schema_version, state, taken_at)"
+                " VALUES (?, ?, ?, ?, ?)"
+                " ON CONFLICT (stream_id) DO UPDATE SET version = excluded.version,"
+                " schema_version = excluded.schema_version, state = excluded.state,"
+                " taken_at = excluded.taken_at",
+                row,
+            )
+
+        self.stats.writes += 1
+        await self._run(upsert, snapshot.stream_id)
+
+    # -- reads ----------------------------------------------------------------------------------
+
+    async def head(self, stream_id: str) -> int:
+        self.stats.reads += 1
+        return await self._run(lambda conn: _head(conn, stream_id), stream_id)
+
+    async def load(self, stream_id: str, from_version: int = 1) -> list[RecordedEvent]:
+        if from_version < 1:
+            raise ValueError(f"stream {stream_id!r}: versions count from 1, not {from_version}")
+
+        def select(conn: sqlite3.Connection) -> list[RecordedEvent]:
+            rows = conn.execute(
+                f"SELECT {_EVENT_COLUMNS} FROM events WHERE stream_id = ? AND version >= ?"
+                " ORDER BY version",
+                (stream_id, from_version),
+            ).fetchall()
+            if not rows and _head(conn, stream_id) == NO_STREAM:
+                raise StreamNotFound(stream_id)
+            return [_decode(row) for row in rows]
+
+        self.stats.reads += 1
+        return await self._run(select, stream_id)
+
+    async def read_all(self, checkpoint: str | None = None, limit: int = 1000) -> ReadAllPage:
+        if limit < 1:
+            raise ValueError(f"read_all limit must be at least 1, not {limit}")
+        if checkpoint is None:
+            after = 0
+        else:
+            try:
+                after = int(checkpoint)
+            except ValueError:
+                raise ValueError(f"not a checkpoint of this SQLite store: {checkpoint!r}") from None
+
+        def select(conn: sqlite3.Connection) -> list[RecordedEvent]:
+            rows = conn.execute(
+                f"SELECT {_EVENT_COLUMNS} FROM events WHERE position > ? ORDER BY position LIMIT ?",
+                (after, limit),
+            ).fetchall()
+            return [_decode(row) for row in rows]
+
+        self.stats.reads += 1
+        events = await self._run(select)
+        next_checkpoint = str(events[-1].position) if events else checkpoint
+        return ReadAllPage(events=events, checkpoint=next_checkpoint, done=len(events) < limit)
+
+    async def load_snapshot(self, stream_id: str) -> Snapshot | None:
+        def select(conn: sqlite3.Connection) -> sqlite3.Row | None:
+            return conn.execute(
+                "SELECT version, schema_version, state, taken_at FROM snapshots WHERE stream_id = ?",
+                (stream_id,),
+            ).fetchone()
+
+        self.stats.reads += 1
+        row = await self._run(select, stream_id)
+        if row is None:
+            return None
+        return Snapshot(
+            stream_id=stream_id,
+            version=row["version"],
+            schema_version=row["schema_version"],
+            state=codec.loads(row["state"]),
+            taken_at=codec.parse_utc(row["taken_at"]),
+        )
+
+    async def list_streams(self, prefix: str = "") -> list[StreamInfo]:
+        def select(conn: sqlite3.Connection) -> list[sqlite3.Row]:
+            return conn.execute(
+                "SELECT s.stream_id, s.head,"
+                " (SELECT metadata FROM events WHERE stream_id = s.stream_id AND version = 1) AS first,"
+                " (SELECT metadata FROM events WHERE stream_id = s.stream_id AND version = s.head)"
+                "   AS last"
+                " FROM streams AS s WHERE substr(s.stream_id, 1, ?) = ? ORDER BY s.stream_id",
+                (len(prefix), prefix),
+            ).fetchall()
+
+        self.stats.reads += 1
+        rows = await self._run(select)
+        return [
+            StreamInfo(
+                stream_id=row["stream_id"],
+                head=row["head"],
+                first_recorded_at=_recorded_at(row["first"]),
+                last_recorded_at=_recorded_at(row["last"]),
+            )
+            for row in rows
+        ]
+
+
+def _recorded_at(metadata_json: str | None) -> datetime | None:
+    if metadata_json is None:
+        return None
+    return codec.metadata_from_dict(codec.loads(metadata_json)).recorded_at
+
+
+def _write_transaction(conn: sqlite3.Connection, body: Callable[[sqlite3.Connection], T]) -> T:
+    """Run ``body`` in one transaction that holds the write lock from its first statement."""
+    # IMMEDIATE takes the write lock up front, so a head read inside cannot move before the write.
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        result = body(conn)
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            try:
+                conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass  # the original error is the one worth reporting
+        raise
+    return result
+
+
+def _head(conn: sqlite3.Connection, stream_id: str) -> int:
+    row = conn.execute("SELECT head FROM streams WHERE stream_id = ?", (stream_id,)).fetchone()
+    return NO_STREAM if row is None else int(row[0])
+
+
+def _append_one(
+    conn: sqlite3.Connection, request: AppendRequest, rows: list[_EncodedEvent]
+) -> AppendResult:
+    """One request inside the caller's transaction/savepoint; raises StoreError on a refusal."""
+    stream_id, expected, count = request.stream_id, request.expected_version, len(rows)
+    head = _head(conn, stream_id)
+    if expected != head:
+        if expected + count <= head:
+            stored = [
+                r[0]
+                for r in conn.execute(
+                    "SELECT event_id FROM events WHERE stream_id = ? AND version BETWEEN ? AND ?"
+                    " ORDER BY version",
+                    (stream_id, expected + 1, expected + count),
+                )
+            ]
+            if stored == [r[0] for r in rows]:
+                # A retry after a lost acknowledgement: the same events already sit where the
+                # writer meant to put them.
+                return AppendResult(stream_id, expected + 1, expected + count, already_done=True)
+        raise WrongExpectedVersion(stream_id, expected, head)
+    try:
+        conn.executemany(
+            "INSERT INTO events (stream_id, version, event_id, type, schema_version, data, metadata)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [(stream_id, head + 1 + i, *row) for i, row in enumerate(rows)],
+        )
+    except sqlite3.IntegrityError:
+        # The write lock is ours and head was checked, so only an event id can collide.
+        # Rows this executemany already inserted (above the old head) are not the clash.
+        ids = [r[0] for r in rows]
+        clash = conn.execute(
+            f"SELECT event_id FROM events WHERE event_id IN ({','.join('?' * len(ids))})"
+            " AND NOT (stream_id = ? AND version > ?)",
+            (*ids, stream_id, head),
+        ).fetchone()
+        if clash is None:
+            raise
+        raise EventIdConflict(stream_id, clash[0]) from None
+    conn.execute(
+        "INSERT INTO streams (stream_id, head) VALUES (?, ?)"
+        " ON CONFLICT (stream_id) DO UPDATE SET head = excluded.head",
+        (stream_id, head + count),
+    )
+    return AppendResult(stream_id, head + 1, head + count)

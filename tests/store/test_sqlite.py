@@ -1,0 +1,191 @@
+"""SQLite backend specifics beyond the shared contract: durability settings, constraints, one
+transaction per batch, round-trip counting and how database failures surface."""
+from __future__ import annotations
+
+import sqlite3
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import AsyncIterator
+
+import anyio
+import pytest
+
+from gateway.store import (
+    NO_STREAM,
+    AppendRequest,
+    EventMetadata,
+    EventStore,
+    NewEvent,
+    StoreUnavailable,
+    WrongExpectedVersion,
+)
+from gateway.store.sqlite import SqliteEventStore
+
+pytestmark = pytest.mark.anyio
+
+T0 = datetime(2026, 3, 1, 12, 0, tzinfo=timezone.utc)
+
+
+def events(count: int) -> tuple[NewEvent, ...]:
+    return tuple(
+        NewEvent(uuid.uuid4().hex, "RegisterRead", 1, {"n": i}, EventMetadata("gw-test", T0))
+        for i in range(count)
+    )
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> Path:
+    return tmp_path / "events.db"
+
+
+@pytest.fixture
+async def sqlite_store(db_path: Path, anyio_backend: str) -> AsyncIterator[SqliteEventStore]:
+    store = await SqliteEventStore.open(db_path)
+    try:
+        yield store
+    finally:
+        await store.aclose()
+
+
+async def test_is_an_event_store(sqlite_store: SqliteEventStore) -> None:
+    assert isinstance(sqlite_store, EventStore)
+
+
+async def test_wal_and_synchronous_full_are_in_force(sqlite_store: SqliteEventStore, db_path: Path) -> None:
+    pragmas = await sqlite_store.pragmas()
+    assert pragmas["journal_mode"] == "wal"
+    assert pragmas["synchronous"] == 2  # FULL
+    assert pragmas["busy_timeout"] == 5000
+    # WAL is a property of the file, so any other connection sees it too.
+    with sqlite3.connect(db_path) as other:
+        assert other.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+async def test_unique_constraints_hold_in_the_file(sqlite_store: SqliteEventStore, db_path: Path) -> None:
+    first = events(1)
+    await sqlite_store.append("m-1", first, NO_STREAM)
+    raw = sqlite3.connect(db_path)
+    try:
+        insert = ("INSERT INTO events (stream_id, version, event_id, type, schema_version, data,"
+                  " metadata) VALUES (?, ?, ?, 'T', 1, '{}', '{}')")
+        with pytest.raises(sqlite3.IntegrityError, match="event_id"):
+            raw.execute(insert, ("m-2", 1, first[0].event_id))
+        with pytest.raises(sqlite3.IntegrityError, match="stream_id, events.version"):
+            raw.execute(insert, ("m-1", 1, "another-id"))
+        with pytest.raises(sqlite3.IntegrityError, match="streams.stream_id"):
+            raw.execute("INSERT INTO streams (stream_id, head) VALUES ('m-1', 5)")
+    finally:
+        raw.close()
+
+
+async def test_batch_is_one_transaction_and_a_refused_request_keeps_the_others(
+    sqlite_store: SqliteEventStore,
+) -> None:
+    await sqlite_store.append("m-bad", events(1), NO_STREAM)
+    before = sqlite_store.stats.writes
+    requests = [
+        AppendRequest("m-a", NO_STREAM, events(2)),
+        AppendRequest("m-bad", NO_STREAM, events(3)),
+        AppendRequest("m-b", NO_STREAM, events(3)),
+    ]
+    # Other tasks append at the same time; none of their events may land inside the batch.
+    async with anyio.create_task_group() as tg:
+        for i in range(5):
+            tg.start_soon(sqlite_store.append, f"m-other-{i}", events(2), NO_STREAM)
+        tg.start_soon(sqlite_store.append_batch, requests)
+
+    page = await sqlite_store.read_all()
+    batch_ids = {e.event_id for r in (requests[0], requests[2]) for e in r.events}
+    positions = [e.position for e in page.events if e.event_id in batch_ids]
+    assert len(positions) == 5
+    assert positions == list(range(positions[0], positions[0] + 5))
+    assert await sqlite_store.head("m-a") == 2
+    assert await sqlite_store.head("m-b") == 3
+    assert await sqlite_store.head("m-bad") == 1
+    assert sqlite_store.stats.writes - before == 6  # the batch was one round trip
+
+
+async def test_stats_count_round_trips(sqlite_store: SqliteEventStore) -> None:
+    outcomes = await sqlite_store.append_batch(
+        [AppendRequest(f"m-{i}", NO_STREAM, events(2)) for i in range(4)]
+    )
+    assert all(o.error is None for o in outcomes)
+    await sqlite_store.append("m-0", events(1), 2)
+    await sqlite_store.head("m-0")
+    await sqlite_store.load("m-1")
+    await sqlite_store.read_all()
+    stats = sqlite_store.stats
+    assert (stats.writes, stats.appends, stats.reads) == (2, 5, 3)
+
+
+async def test_locked_database_is_store_unavailable_and_nothing_is_written(db_path: Path) -> None:
+    store = await SqliteEventStore.open(db_path, busy_timeout=0.05)
+    try:
+        await store.append("m-1", events(1), NO_STREAM)
+        blocker = sqlite3.connect(db_path, isolation_level=None)
+        try:
+            blocker.execute("BEGIN EXCLUSIVE")
+            with pytest.raises(StoreUnavailable, match="locked"):
+                await store.append("m-1", events(2), 1)
+            with pytest.raises(StoreUnavailable):
+                await store.append_batch([AppendRequest("m-2", NO_STREAM, events(1))])
+            # WAL readers are not blocked by a writer.
+            assert await store.head("m-1") == 1
+        finally:
+            blocker.execute("ROLLBACK")
+            blocker.close()
+        # The store recovers once the lock is gone: the same append now goes through.
+        result = await store.append("m-1", events(2), 1)
+        assert result.last_version == 3
+        assert await store.head("m-2") == NO_STREAM
+    finally:
+        await store.aclose()
+
+
+async def test_unopenable_file_is_store_unavailable(tmp_path: Path) -> None:
+    with pytest.raises(StoreUnavailable, match="cannot open"):
+        await SqliteEventStore.open(tmp_path / "no-such-dir" / "events.db")
+
+
+async def test_closed_store_is_unavailable(db_path: Path) -> None:
+    store = await SqliteEventStore.open(db_path)
+    await store.aclose()
+    with pytest.raises(StoreUnavailable, match="closed"):
+        await store.head("m-1")
+
+
+async def test_positions_are_never_reused_after_delete(db_path: Path) -> None:
+    store = await SqliteEventStore.open(db_path)
+    await store.append("m-1", events(3), NO_STREAM)
+    checkpoint = (await store.read_all()).checkpoint
+    await store.delete_stream("m-1")
+    await store.aclose()
+
+    # Reopened: a checkpoint taken before the delete still means "after what I have seen".
+    store = await SqliteEventStore.open(db_path)
+    try:
+        fresh = events(2)
+        await store.append("m-1", fresh, NO_STREAM)
+        page = await store.read_all(checkpoint)
+        assert [e.event_id for e in page.events] == [e.event_id for e in fresh]
+        assert page.done
+        with pytest.raises(WrongExpectedVersion):
+            await store.append("m-1", events(1), NO_STREAM)
+    finally:
+        await store.aclose()
+
+
+async def test_bad_input_is_refused_before_any_write(sqlite_store: SqliteEventStore) -> None:
+    with pytest.raises(ValueError, match="twice"):
+        duplicate = events(1)
+        await sqlite_store.append("m-1", duplicate + duplicate, NO_STREAM)
+    with pytest.raises(ValueError, match="negative"):
+        await sqlite_store.append("m-1", events(1), -1)
+    with pytest.raises(ValueError, match="checkpoint"):
+        await sqlite_store.read_all("not-a-position")
+    naive = NewEvent("e-naive", "T", 1, {}, EventMetadata("gw", datetime(2026, 1, 1)))
+    with pytest.raises(ValueError, match="naive"):
+        await sqlite_store.append("m-1", [naive], NO_STREAM)
+    assert sqlite_store.stats.writes == 0
+    assert await sqlite_store.head("m-1") == NO_STREAM
