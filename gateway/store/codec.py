@@ -29,7 +29,11 @@ def iso_utc(value: datetime) -> str:
 
 
 def parse_utc(text: str) -> datetime:
-    return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(timezone.utc)
+    value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    if value.tzinfo is None:
+        # astimezone() would silently take the box's local zone; a stored time always has one.
+        raise ValueError(f"timestamp {text!r} has no UTC offset")
+    return value.astimezone(timezone.utc)
 
 
 def to_json_value(data: Mapping[str, Any]) -> dict[str, Any]:
