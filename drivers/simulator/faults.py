@@ -1,0 +1,63 @@
+"""Fault injection for simulated meters: what a misbehaving meter or line does, per meter.
+
+A `MeterFaults` value is part of a meter's configuration and can be swapped at run time
+(`MeterSimulator.set_faults`) so a test can break a meter, watch the client fail, heal it and
+watch the next poll succeed. The servers consult it on every exchange; nothing is cached.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from dlms_cosem.enumerations import DataAccessResult
+
+
+@dataclass(frozen=True)
+class MeterFaults:
+    """Faults of one meter.
+
+    latency_ms: delay before every reply (HDLC UA/RR/I frames and wrapper PDUs).
+    no_answer: the meter reads requests but never replies (also no HDLC UA).
+    corrupt_fcs: HDLC only: every reply frame carries a wrong FCS (the client must drop it).
+    disconnect_mid_block: after the first block of a GET with block transfer the TCP
+        connection is closed when the client asks for the next block.
+    access_denied: OBIS codes ("1.0.1.8.0.255") whose every GET gets read-write-denied (3).
+    unavailable: OBIS codes whose every GET gets object-unavailable (11).
+    """
+
+    latency_ms: int = 0
+    no_answer: bool = False
+    corrupt_fcs: bool = False
+    disconnect_mid_block: bool = False
+    access_denied: frozenset[str] = field(default_factory=frozenset)
+    unavailable: frozenset[str] = field(default_factory=frozenset)
+
+    def __post_init__(self) -> None:
+        if self.latency_ms < 0:
+            raise ValueError(f"latency_ms must be >= 0, got {self.latency_ms}")
+        # Accept any iterable of OBIS strings but store frozensets so the value stays hashable.
+        object.__setattr__(self, "access_denied", frozenset(self.access_denied))
+        object.__setattr__(self, "unavailable", frozenset(self.unavailable))
+
+    def access_result(self, obis: str) -> DataAccessResult | None:
+        """The injected data-access-result for a GET on `obis`, or None to serve it normally."""
+        if obis in self.access_denied:
+            return DataAccessResult.READ_WRITE_DENIED
+        if obis in self.unavailable:
+            return DataAccessResult.OBJECT_UNAVAILABLE
+        return None
+
+
+NO_FAULTS = MeterFaults()
+
+
+def corrupt_fcs(frame: bytes) -> bytes:
+    """Flip bits in the FCS of an HDLC frame (7E ... FCS FCS 7E), keeping flags intact.
+
+    The flipped bytes must not become 0x7E, or the frame would look truncated instead of
+    corrupt, which is a different fault.
+    """
+    out = bytearray(frame)
+    for index in (-3, -2):
+        flipped = out[index] ^ 0x5A
+        out[index] = flipped if flipped != 0x7E else flipped ^ 0x01
+    return bytes(out)
