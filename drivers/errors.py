@@ -1,0 +1,66 @@
+"""Typed errors of the driver layer.
+
+Everything that can go wrong while talking to a meter ends as one of these, each naming the meter it
+is about. Messages are built by our own code from non-secret facts only (never from key or password
+material), so ``str()`` of any of them is safe to log.
+"""
+from __future__ import annotations
+
+
+class DriverError(Exception):
+    """Base of every driver failure; ``meter_id`` is None only for configuration checks made before
+    a meter is known."""
+
+    def __init__(self, meter_id: str | None, message: str) -> None:
+        super().__init__(meter_id, message)
+        self.meter_id = meter_id
+        self.message = message
+
+    def __str__(self) -> str:
+        if self.meter_id is None:
+            return self.message
+        return f"meter {self.meter_id}: {self.message}"
+
+
+class MeterTimeout(DriverError):
+    """The meter (or the link to it) did not answer before the deadline."""
+
+
+class FrameError(DriverError):
+    """A frame arrived but was corrupt (FCS/HCS, length, addressing) or out of sequence."""
+
+
+class ConnectionLost(DriverError):
+    """The byte stream closed or failed underneath the session."""
+
+
+class AssociationRejected(DriverError):
+    """The meter answered the AARQ with a rejection (or an exception response)."""
+
+    def __init__(self, meter_id: str | None, message: str, diagnostic: str | None = None) -> None:
+        super().__init__(meter_id, message)
+        self.diagnostic = diagnostic
+
+
+class AuthenticationFailed(DriverError):
+    """Wrong password or keys: LLS rejected, HLS reply refused or not verifiable, or deciphering failed."""
+
+
+class AccessDenied(DriverError):
+    """The meter refused one attribute; ``result`` is the COSEM data-access-result name."""
+
+    def __init__(self, meter_id: str | None, message: str, result: str) -> None:
+        super().__init__(meter_id, message)
+        self.result = result
+
+
+class ServiceError(DriverError):
+    """The meter answered with an ExceptionResponse or ConfirmedServiceError (not a data-access result)."""
+
+
+class DecodeError(DriverError):
+    """Bytes arrived intact but do not decode as the expected APDU or data."""
+
+
+class ConfigError(DriverError):
+    """Settings are invalid (key length, address range, missing key for the security level)."""

@@ -1,0 +1,391 @@
+"""HDLC link (IEC 62056-46) over any anyio byte stream: TCP to an RS-485 bus, or a serial port.
+
+The client side of one HDLC connection: SNRM/UA to connect, I-frames carrying the LLC header and
+the APDU (segmented by the maximum information field length), RR to fetch the next segment of a
+long answer, DISC to leave. Outgoing frames are encoded with dlms-cosem's frame classes; incoming
+ones are parsed here by their length field, since dlms-cosem's parser is inaccurate for multi-byte
+server addresses and drops a frame with a bad FCS silently (a timeout follows, not an error).
+
+Frames from other stations on a shared bus are ignored. A corrupt frame is answered with RR (the
+HDLC way to ask for retransmission) a bounded number of times, then ends in ``FrameError``. A bus
+carries one session at a time: pass the bus's ``anyio.Lock`` and the transport holds it from
+``open`` to ``aclose``.
+"""
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+from anyio.abc import ByteStream
+from dlms_cosem.crc import CRCCCITT
+from dlms_cosem.hdlc import frames
+from dlms_cosem.hdlc.address import HdlcAddress
+
+from drivers.errors import ConfigError, ConnectionLost, FrameError, MeterTimeout
+from drivers.transport.base import ByteBuffer, close_quietly, connect_tcp, send_all
+
+FLAG = 0x7E
+LLC_REQUEST = b"\xe6\xe6\x00"
+LLC_RESPONSE = b"\xe6\xe7\x00"
+DEFAULT_MAX_INFO = 128  # IEC 62056-46 default when SNRM carries no parameters
+_CRC = CRCCCITT()
+
+StreamOpener = Callable[[], Awaitable[ByteStream]]
+
+# Control field values with the P/F bit masked off (IEC 62056-46 §6.4.3).
+_UA, _DM, _FRMR, _RR, _RNR = 0x63, 0x0F, 0x87, 0x01, 0x05
+
+
+def fcs(data: bytes) -> bytes:
+    """HDLC frame/header check sequence, in wire order."""
+    return _CRC.calculate_for(data)
+
+
+@dataclass(frozen=True)
+class ReceivedFrame:
+    """An incoming frame whose length, HCS and FCS have been checked."""
+
+    destination: bytes
+    source: bytes
+    control: int
+    information: bytes
+    segmented: bool
+
+    @property
+    def is_information(self) -> bool:
+        return self.control & 0x01 == 0
+
+    @property
+    def send_sequence(self) -> int:
+        return (self.control >> 1) & 0x07
+
+    @property
+    def receive_sequence(self) -> int:
+        return (self.control >> 5) & 0x07
+
+    @property
+    def kind(self) -> int:
+        """Control field without P/F (and without sequence numbers for S-frames)."""
+        if self.is_information:
+            return 0
+        if self.control & 0x03 == 0x01:  # supervisory: RR/RNR carry N(R)
+            return self.control & 0x0F
+        return self.control & 0xEF
+
+
+def split_frame(body: bytes) -> ReceivedFrame:
+    """Parse the bytes between the flags of one frame; raises ValueError when it is not valid."""
+    if len(body) < 7 or body[0] & 0xF0 != 0xA0:
+        raise ValueError("not an HDLC frame format type 3")
+    length = ((body[0] & 0x07) << 8) | body[1]
+    if length != len(body):
+        raise ValueError(f"frame length field {length} but {len(body)} bytes")
+    position = 2
+    addresses: list[bytes] = []
+    for _ in range(2):
+        start = position
+        while position < len(body) and not body[position] & 0x01:
+            position += 1
+        position += 1
+        if position - start not in (1, 2, 4):
+            raise ValueError("invalid address length")
+        addresses.append(body[start:position])
+    control = body[position]
+    position += 1
+    if body[-2:] != fcs(body[:-2]):
+        raise ValueError("FCS mismatch")
+    information = b""
+    if len(body) > position + 2:
+        if body[position : position + 2] != fcs(body[:position]):
+            raise ValueError("HCS mismatch")
+        information = body[position + 2 : -2]
+    return ReceivedFrame(addresses[0], addresses[1], control, information, bool(body[0] & 0x08))
+
+
+def server_address(logical: int, physical: int | None) -> HdlcAddress:
+    # dlms-cosem drops zero address bytes unless extended addressing is on, which for a physical
+    # address above 127 yields a 3-byte (invalid) address: force the 4-byte form there.
+    extended = physical is not None and (physical > 0x7F or logical > 0x7F)
+    return HdlcAddress(logical, physical, "server", extended_addressing=extended)
+
+
+class HdlcTransport:
+    """HDLC client link to one server (logical device) on a byte stream."""
+
+    # retransmit() repeats the I-frame with its N(S); the server answers a duplicate by repeating
+    # its response, so even a ciphered request may go out again unchanged.
+    link_retransmission = True
+
+    def __init__(
+        self,
+        meter_id: str,
+        opener: StreamOpener,
+        *,
+        client_address: int = 16,
+        server_logical_address: int = 1,
+        server_physical_address: int | None = None,
+        bus_lock: anyio.Lock | None = None,
+        link_timeout_s: float = 5.0,
+        frame_retries: int = 2,
+        max_info_length: int = DEFAULT_MAX_INFO,
+        negotiate: bool = False,
+    ) -> None:
+        """``max_info_length`` is what we propose (both directions) when ``negotiate`` is set;
+        without negotiation SNRM carries no parameters and the 128-byte default applies."""
+        if not 0 < client_address <= 0x7F:
+            raise ConfigError(meter_id, f"HDLC client address {client_address} is outside 1..127")
+        server_logical, server_physical = server_logical_address, server_physical_address
+        if not 0 <= server_logical <= 0x3FFF or (server_physical is not None and not 0 < server_physical <= 0x3FFF):
+            raise ConfigError(meter_id, "HDLC server addresses must be within 0..16383")
+        if not 32 <= max_info_length <= 2030:
+            raise ConfigError(meter_id, f"max information length {max_info_length} is outside 32..2030")
+        self.meter_id = meter_id
+        self._opener = opener
+        self._client = HdlcAddress(client_address, None, "client")
+        self._server = server_address(server_logical, server_physical)
+        self._client_bytes = self._client.to_bytes()
+        self._server_bytes = self._server.to_bytes()
+        self._bus_lock = bus_lock
+        self.link_timeout_s = link_timeout_s
+        self.frame_retries = frame_retries
+        self.proposed_max_info = max_info_length if negotiate else DEFAULT_MAX_INFO
+        self.negotiate = negotiate
+        self.max_info_length = DEFAULT_MAX_INFO  # what we may send; set from the UA
+        self._stream: ByteStream | None = None
+        self._buffer: ByteBuffer | None = None
+        self._holds_lock = False
+        self._connected = False  # UA received: DISC is owed on close
+        self._ssn = 0  # N(S) of our next I-frame
+        self._rsn = 0  # N(S) we expect next from the server
+        self._last_sent: list[bytes] = []
+
+    # -- link set-up and tear-down -----------------------------------------------------------
+
+    async def open(self) -> None:
+        if self._stream is not None:
+            return
+        if self._bus_lock is not None:
+            await self._bus_lock.acquire()
+            self._holds_lock = True
+        try:
+            self._stream = await self._opener()
+            self._buffer = ByteBuffer(self._stream, self.meter_id)
+            self._ssn = self._rsn = 0
+            ua = await self._command(self._snrm(), expect=_UA, what="SNRM")
+            self._connected = True
+            self._apply_negotiated(ua.information)
+        except BaseException:
+            await self.aclose()
+            raise
+
+    def _snrm(self) -> bytes:
+        if not self.negotiate:
+            return frames.SetNormalResponseModeFrame(destination_address=self._server, source_address=self._client).to_bytes()
+        # IEC 62056-46 §6.4.4.4.3.2: format 81, group 80, then max info tx/rx (05/06) and window
+        # tx/rx (07/08); window 1 because we acknowledge every segment.
+        size = self.proposed_max_info.to_bytes(2 if self.proposed_max_info > 0xFF else 1, "big")
+        params = bytes([0x05, len(size)]) + size + bytes([0x06, len(size)]) + size
+        params += bytes([0x07, 0x04, 0, 0, 0, 1, 0x08, 0x04, 0, 0, 0, 1])
+        information = bytes([0x81, 0x80, len(params)]) + params
+        addresses = self._server_bytes + self._client_bytes
+        length = 2 + len(addresses) + 1 + 2 + len(information) + 2
+        header = (0xA000 | length).to_bytes(2, "big") + addresses + bytes([0x93])
+        body = header + fcs(header) + information
+        return bytes([FLAG]) + body + fcs(body) + bytes([FLAG])
+
+    def _apply_negotiated(self, information: bytes) -> None:
+        # UA carries the server's parameters, or none: then the defaults (128 bytes) apply.
+        self.max_info_length = DEFAULT_MAX_INFO
+        if len(information) < 3 or information[0] != 0x81 or information[1] != 0x80:
+            return
+        position = 3
+        while position + 2 <= len(information):
+            ident, length = information[position], information[position + 1]
+            value = int.from_bytes(information[position + 2 : position + 2 + length], "big")
+            if ident == 0x06 and value >= 32:  # the server's maximum receive information length
+                self.max_info_length = min(value, self.proposed_max_info) if self.negotiate else min(value, DEFAULT_MAX_INFO)
+            position += 2 + length
+
+    async def aclose(self) -> None:
+        try:
+            if self._stream is not None and self._connected:
+                self._connected = False
+                with anyio.move_on_after(self.link_timeout_s, shield=True):
+                    disc = frames.DisconnectFrame(destination_address=self._server, source_address=self._client)
+                    try:
+                        await self._command(disc.to_bytes(), expect=_UA, what="DISC", accept_dm=True, retries=0)
+                    except (MeterTimeout, FrameError, ConnectionLost):
+                        pass  # the meter drops the link by itself after its inactivity timeout
+        finally:
+            stream, self._stream, self._buffer = self._stream, None, None
+            await close_quietly(stream)
+            if self._holds_lock and self._bus_lock is not None:
+                self._holds_lock = False
+                self._bus_lock.release()
+
+    async def _command(
+        self, frame: bytes, *, expect: int, what: str, accept_dm: bool = False, retries: int | None = None
+    ) -> ReceivedFrame:
+        """Send an unnumbered command and wait for its answer, re-sending after a timeout or a bad frame."""
+        attempts = self.frame_retries if retries is None else retries
+        self._last_sent = [frame]
+        await self._write(frame)
+        while True:
+            try:
+                answer = await self._read_frame(self.link_timeout_s)
+            except (MeterTimeout, FrameError):
+                if attempts <= 0:
+                    raise
+                attempts -= 1
+                await self._write(frame)
+                continue
+            if answer.kind == expect or (accept_dm and answer.kind == _DM):
+                return answer
+            if answer.kind == _DM:
+                raise ConnectionLost(self.meter_id, f"meter answered {what} with DM (disconnected mode)")
+            raise FrameError(self.meter_id, f"unexpected answer to {what} (control 0x{answer.control:02x})")
+
+    # -- data transfer -----------------------------------------------------------------------
+
+    async def send(self, apdu: bytes) -> None:
+        self._require_open()
+        payload = LLC_REQUEST + apdu
+        chunks = [payload[i : i + self.max_info_length] for i in range(0, len(payload), self.max_info_length)]
+        for index, chunk in enumerate(chunks):
+            last = index == len(chunks) - 1
+            frame = frames.InformationFrame(
+                destination_address=self._server,
+                source_address=self._client,
+                payload=chunk,
+                send_sequence_number=self._ssn,
+                receive_sequence_number=self._rsn,
+                segmented=not last,
+                final=True,
+            ).to_bytes()
+            self._ssn = (self._ssn + 1) % 8
+            self._last_sent = [frame]
+            await self._write(frame)
+            if not last:
+                await self._await_segment_ack()
+
+    async def _await_segment_ack(self) -> None:
+        attempts = self.frame_retries
+        while True:
+            try:
+                answer = await self._read_frame(self.link_timeout_s)
+            except (MeterTimeout, FrameError):
+                if attempts <= 0:
+                    raise
+                attempts -= 1
+                await self.retransmit()
+                continue
+            if answer.kind == _RR and answer.receive_sequence == self._ssn:
+                return
+            if answer.kind == _DM:
+                raise ConnectionLost(self.meter_id, "meter answered DM during a segmented request")
+            raise FrameError(self.meter_id, f"expected RR({self._ssn}) for a segment, got control 0x{answer.control:02x}")
+
+    async def receive(self, timeout_s: float) -> bytes:
+        """One APDU; ``timeout_s`` bounds the wait for each frame of a segmented answer."""
+        self._require_open()
+        payload = bytearray()
+        bad_frames = 0
+        while True:
+            try:
+                frame = await self._read_frame(timeout_s)
+            except FrameError:
+                if bad_frames >= self.frame_retries:
+                    raise
+                bad_frames += 1
+                await self._send_rr()  # N(R) unchanged: "send that frame again"
+                continue
+            if frame.kind == _DM:
+                raise ConnectionLost(self.meter_id, "meter answered DM (link no longer connected)")
+            if frame.kind == _FRMR:
+                raise FrameError(self.meter_id, "meter rejected our frame (FRMR)")
+            if not frame.is_information:
+                continue  # a stray RR/RNR: keep waiting for the data
+            if frame.send_sequence != self._rsn:
+                continue  # a repeat of a frame already taken (our RR crossed it)
+            self._rsn = (self._rsn + 1) % 8
+            payload += frame.information
+            if frame.segmented:
+                await self._send_rr()
+                continue
+            if not payload.startswith(LLC_RESPONSE):
+                raise FrameError(self.meter_id, "answer lacks the LLC response header E6 E7 00")
+            return bytes(payload[len(LLC_RESPONSE) :])
+
+    async def retransmit(self) -> None:
+        """Re-send the last frame unchanged (same N(S)/N(R)): a server that already took it answers
+        its duplicate by repeating its response."""
+        self._require_open()
+        for frame in self._last_sent:
+            await self._write(frame)
+
+    async def _send_rr(self) -> None:
+        rr = frames.ReceiveReadyFrame(
+            destination_address=self._server, source_address=self._client, receive_sequence_number=self._rsn
+        ).to_bytes()
+        await self._write(rr)
+
+    # -- framing -----------------------------------------------------------------------------
+
+    async def _read_frame(self, timeout_s: float) -> ReceivedFrame:
+        """The next frame addressed to us from our server, within ``timeout_s``."""
+        buffer = self._require_open()
+        try:
+            with anyio.fail_after(timeout_s):
+                while True:
+                    body = await self._read_frame_body(buffer)
+                    try:
+                        frame = split_frame(body)
+                    except ValueError as exc:
+                        raise FrameError(self.meter_id, f"corrupt HDLC frame: {exc}") from exc
+                    if frame.destination != self._client_bytes or frame.source != self._server_bytes:
+                        continue  # another station's traffic on a shared bus
+                    return frame
+        except TimeoutError as exc:
+            raise MeterTimeout(self.meter_id, f"no HDLC frame within {timeout_s:g} s") from exc
+
+    async def _read_frame_body(self, buffer: ByteBuffer) -> bytes:
+        while True:
+            await buffer.read_until(FLAG)  # hunt: anything before a flag is line noise
+            first = await buffer.read_exactly(1)
+            while first[0] == FLAG:  # back-to-back flags (shared closing/opening flag)
+                first = await buffer.read_exactly(1)
+            if first[0] & 0xF0 != 0xA0:
+                continue
+            second = await buffer.read_exactly(1)
+            length = ((first[0] & 0x07) << 8) | second[0]
+            if length < 7:
+                continue
+            rest = await buffer.read_exactly(length - 2)
+            # The closing flag is left in the buffer: it may open the next frame.
+            return first + second + rest
+
+    async def _write(self, data: bytes) -> None:
+        if self._stream is None:
+            raise ConnectionLost(self.meter_id, "transport is not open")
+        await send_all(self._stream, data, self.meter_id, self.link_timeout_s)
+
+    def _require_open(self) -> ByteBuffer:
+        if self._buffer is None:
+            raise ConnectionLost(self.meter_id, "transport is not open")
+        return self._buffer
+
+
+class HdlcTcpTransport(HdlcTransport):
+    """HDLC over TCP, e.g. to an RS-485 bus behind a terminal server or concentrator. Several
+    meters behind one address share a bus: give all their transports the same ``bus_lock``."""
+
+    def __init__(self, meter_id: str, host: str, port: int, *, connect_timeout_s: float = 10.0, **options: Any) -> None:
+        self.host = host
+        self.port = port
+
+        async def opener() -> ByteStream:
+            return await connect_tcp(host, port, meter_id, connect_timeout_s)
+
+        super().__init__(meter_id, opener, **options)
