@@ -17,7 +17,7 @@ import re
 import types
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import MISSING, dataclass, field, fields
 from datetime import datetime, timezone
 from decimal import Decimal, InvalidOperation
 from typing import Any, ClassVar, TypeVar, Union, get_args, get_origin, get_type_hints
@@ -245,8 +245,11 @@ class Payload:
         if not isinstance(raw, Mapping):
             raise ValueError(f"{path or cls.__name__}: expected an object, got {raw!r}")
         kwargs: dict[str, Any] = {}
+        optional = {f.name for f in fields(cls) if f.default is not MISSING or f.default_factory is not MISSING}
         for name, hint in _hints(cls).items():
             key = _camel(name)
+            if key not in raw and name in optional:
+                continue  # a field added later: older stored payloads lack it
             if key not in raw:
                 raise ValueError(f"{path}{'.' if path else ''}{key} is missing")
             kwargs[name] = _decode(hint, raw[key], f"{path}{'.' if path else ''}{key}")
@@ -335,9 +338,11 @@ class CarryOver(Payload):
     interval_ends: Mapping[str, datetime]  # profile OBIS → end time of its last recorded row
     clock_offset_s: Decimal | None
     clock_checked_at: datetime | None
+    # Added after schema 1 shipped; absent in older YearStreamOpened events, hence the default.
+    event_log_ends: Mapping[str, datetime] = field(default_factory=dict)  # log OBIS → newest entry
 
     def _check(self) -> None:
-        for code in (*self.registers, *self.interval_ends):
+        for code in (*self.registers, *self.interval_ends, *self.event_log_ends):
             check_obis(code, context="CarryOver")
 
 

@@ -64,6 +64,7 @@ class MeterState:
     interval_ends: Mapping[str, datetime] = field(default_factory=dict)  # profile OBIS → last end
     clock_offset_s: Decimal | None = None
     clock_checked_at: datetime | None = None  # gateway time of the check giving clock_offset_s
+    event_log_ends: Mapping[str, datetime] = field(default_factory=dict)  # log OBIS → newest entry
     counts: Mapping[str, int] = field(default_factory=dict)  # event type → events in this stream
     version: int = NO_STREAM  # stream version of the last event applied
 
@@ -115,8 +116,14 @@ class MeterState:
             return replace(self, identity=identity)
         if isinstance(event, YearStreamOpened):
             return self._merge(event.carried, year=event.year)
-        if isinstance(event, (MeterEventLogged, ReadingGapDetected, SuspectReadingFlagged)):
-            return self  # kept in the stream and counted; no state beyond that yet (VEE comes later)
+        if isinstance(event, MeterEventLogged):
+            # The newest stored entry per log, so a re-read of an overlapping range adds nothing.
+            current = self.event_log_ends.get(event.log_obis)
+            if current is not None and current >= event.event_time:
+                return self
+            return replace(self, event_log_ends={**self.event_log_ends, event.log_obis: event.event_time})
+        if isinstance(event, (ReadingGapDetected, SuspectReadingFlagged)):
+            return self  # kept in the stream and counted; no state beyond that
         raise TypeError(f"MeterState cannot apply {type(event).__name__}")
 
     def _with_interval_end(self, profile: str, end: datetime) -> MeterState:
@@ -135,6 +142,10 @@ class MeterState:
                 state = replace(state, registers={**state.registers, obis: value})
         for profile, end in carried.interval_ends.items():
             state = state._with_interval_end(profile, end)
+        for log, end in carried.event_log_ends.items():
+            current = state.event_log_ends.get(log)
+            if current is None or current < end:
+                state = replace(state, event_log_ends={**state.event_log_ends, log: end})
         if carried.clock_checked_at is not None and (
             state.clock_checked_at is None or state.clock_checked_at < carried.clock_checked_at
         ):
@@ -152,6 +163,7 @@ class MeterState:
             interval_ends=dict(self.interval_ends),
             clock_offset_s=self.clock_offset_s,
             clock_checked_at=self.clock_checked_at,
+            event_log_ends=dict(self.event_log_ends),
         )
 
     def open_year(self, year: int) -> YearStreamOpened:
@@ -199,6 +211,7 @@ class MeterState:
             interval_ends=carried.interval_ends,
             clock_offset_s=carried.clock_offset_s,
             clock_checked_at=carried.clock_checked_at,
+            event_log_ends=carried.event_log_ends,
             counts=counts,
             version=version,
         )

@@ -163,3 +163,30 @@ def test_malformed_snapshot_is_refused(mutate) -> None:
     mutate(state)
     with pytest.raises(UnsupportedSnapshot):
         MeterState.from_snapshot(state, SNAPSHOT_SCHEMA_VERSION)
+
+
+def test_event_log_end_is_kept_and_carried_into_the_next_year() -> None:
+    from gateway.events import MeterEventLogged, YearStreamOpened
+
+    log = "0.0.99.98.0.255"
+    entry = MeterEventLogged(
+        meter_id="m1", log_obis=log, event_time=datetime(2025, 12, 31, 22, tzinfo=timezone.utc),
+        code=1, meaning="power down",
+    )
+    older = MeterEventLogged(
+        meter_id="m1", log_obis=log, event_time=datetime(2025, 12, 1, tzinfo=timezone.utc),
+        code=2, meaning="power up",
+    )
+    state = MeterState.empty("m1", 2025).apply(entry).apply(older)
+    assert state.event_log_ends == {log: entry.event_time}
+    opened = state.open_year(2026)
+    decoded = YearStreamOpened.from_data(opened.to_data(), YearStreamOpened.SCHEMA_VERSION)
+    assert MeterState.from_carry_over(decoded).event_log_ends == {log: entry.event_time}
+
+
+def test_carry_over_written_before_event_log_ends_existed_still_loads() -> None:
+    from gateway.events import YearStreamOpened
+
+    data = MeterState.empty("m1", 2025).open_year(2026).to_data()
+    del data["carried"]["eventLogEnds"]
+    assert MeterState.from_carry_over(YearStreamOpened.from_data(data, 1)).event_log_ends == {}
