@@ -1,0 +1,101 @@
+"""`gateway decode` as a real subprocess, and `gateway bench dlms` through its argparse hook."""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+
+import pytest
+
+from gateway.bench.dlms import register_dlms
+from gateway.cli import main
+
+from tests.decode import trace
+
+KAMSTRUP = trace("kamstrup_han_2017_old_firmware_amstomqttbridge.txt")
+VECTORS = trace("gcm_hls_test_vectors_published_keys_NOT_PHYSICAL.txt")
+DUMMY_KEY = b"MYDUMMYGLOBALKEY".hex()
+
+
+def gateway(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "gateway", "decode", *args], input=stdin, capture_output=True,
+                          text=True, timeout=60)
+
+
+def spaced(data: bytes) -> str:
+    return "\n".join(data[i:i + 32].hex(" ") for i in range(0, len(data), 32))
+
+
+def test_decode_hdlc_frame_as_text() -> None:
+    result = gateway(spaced(KAMSTRUP.frame(1).data), "--timezone", "Europe/Oslo")
+    assert result.returncode == 0, result.stderr
+    assert "HDLC UI frame: length=227" in result.stdout
+    assert "datetime=2017-10-20 03:43:30 dev=unspec st=00 (UTC 2017-10-20T01:43:30Z)" in result.stdout
+    assert "    u32 1468" in result.stdout and 'vis "6841121BN243101040"' in result.stdout
+
+
+def test_decode_stdin_json_several_frames() -> None:
+    lg = trace("lg_gbt_push_annotated_amsreader.txt")
+    result = gateway("-", "--json", stdin=spaced(lg.frame(1).data + lg.frame(2).data + lg.frame(3).data))
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert len(report["frames"]) == 3
+    reassembled = report["apdus"][2]
+    assert reassembled["reassembled_from_blocks"] == 2
+    assert reassembled["apdu"]["body"]["items"][2] == {"type": "octet-string", "hex": "363031313039",
+                                                       "obis": "54-48:49.49.48.57"}
+    assert report["apdus"][3]["invoke_id"] == 0x8E2
+
+
+def test_decode_ciphered_apdu_with_keys_never_prints_them() -> None:
+    result = gateway(VECTORS.frame(4).data.hex(), "--key", DUMMY_KEY, "--auth-key", DUMMY_KEY)
+    assert result.returncode == 0, result.stderr
+    assert "general-glo-ciphering" in result.stdout and "tag verified" in result.stdout
+    assert "data-notification invoke-id=000001DB datetime=absent" in result.stdout
+    assert DUMMY_KEY.lower() not in (result.stdout + result.stderr).lower()
+
+
+# The cases below go through the same CLI entry point in-process (a subprocess costs ~2 s of imports).
+
+def test_decode_with_wrong_key_fails_cleanly(capsys: pytest.CaptureFixture[str]) -> None:
+    wrong = "00112233445566778899AABBCCDDEEFF"
+    assert main(["decode", VECTORS.frame(4).data.hex(), "--key", DUMMY_KEY, "--auth-key", wrong]) == 1
+    out, err = capsys.readouterr()
+    assert "DecryptionError" in err and "tag mismatch" in err
+    assert wrong.lower() not in (out + err).lower() and DUMMY_KEY not in (out + err).lower()
+
+
+def test_decode_key_from_environment(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("METER_EK", DUMMY_KEY)
+    assert main(["decode", VECTORS.frame(4).data.hex(), "--key", "env:METER_EK"]) == 0
+    assert "tag NOT verified (no authentication key)" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    ((KAMSTRUP.frame(8).data.hex(),), "FrameError"),
+    (("7E A0 zz",), "not valid hex"),
+    (("C4 01",), "DecodeError"),
+    ((VECTORS.frame(4).data.hex(), "--key", "0011"), "--key must be 16 or 32 bytes"),
+    ((KAMSTRUP.frame(1).data.hex(), "--timezone", "Mars/Olympus"), "unknown timezone"),
+])
+def test_decode_errors_exit_1_with_one_clear_line(args: tuple[str, ...], message: str,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["decode", *args]) == 1
+    out, err = capsys.readouterr()
+    assert message in err and out == ""
+    assert err.count("\n") == 1
+
+
+def test_bench_dlms_json(capsys: pytest.CaptureFixture[str]) -> None:
+    parser = argparse.ArgumentParser(prog="gateway bench")
+    register_dlms(parser.add_subparsers())
+    args = parser.parse_args(["dlms", "--json", "--seconds", "0.05"])
+    assert args.func(args) == 0
+    report = json.loads(capsys.readouterr().out)
+    names = [case["name"] for case in report["cases"]]
+    assert names == ["get-register-response", "profile-buffer-96-rows"]
+    for case in report["cases"]:
+        assert case["ours_ops_per_s"] > 0 and case["dlms_cosem_ops_per_s"] > 0
+        assert case["ratio_ours_to_dlms_cosem"] == pytest.approx(
+            case["ours_ops_per_s"] / case["dlms_cosem_ops_per_s"], rel=0.01)
