@@ -11,6 +11,7 @@ from typing import AsyncIterator, Callable, AsyncContextManager
 
 import pytest
 
+from tests.cosmos_fixture import cosmos_server  # noqa: F401  (session fixture of the Cosmos test server)
 from gateway.store import EventStore
 
 BackendFactory = Callable[[pytest.FixtureRequest], AsyncContextManager[EventStore]]
@@ -28,12 +29,25 @@ async def sqlite_backend(request: pytest.FixtureRequest) -> AsyncIterator[EventS
         await store.aclose()
 
 
+@asynccontextmanager
+async def cosmos_backend(request: pytest.FixtureRequest) -> AsyncIterator[EventStore]:
+    from gateway.store.cosmos import CosmosEventStore
+
+    server = request.getfixturevalue("cosmos_server")
+    store = await CosmosEventStore.open(server.config(), create_if_missing=True)
+    try:
+        yield store
+    finally:
+        await store.aclose()
+
+
 BACKENDS: dict[str, BackendFactory] = {
     "sqlite": sqlite_backend,
+    "cosmos": cosmos_backend,
 }
 
 
-@pytest.fixture(params=["sqlite"])
+@pytest.fixture(params=["sqlite", "cosmos"])
 async def store(request: pytest.FixtureRequest, anyio_backend: str) -> AsyncIterator[EventStore]:
     async with BACKENDS[request.param](request) as opened:
         yield opened

@@ -20,7 +20,6 @@ from hypothesis import strategies as st
 from gateway.store import (
     NO_STREAM,
     AppendRequest,
-    EventIdConflict,
     EventMetadata,
     EventStore,
     NewEvent,
@@ -119,23 +118,6 @@ async def test_append_of_several_events_gets_consecutive_versions(store: EventSt
     assert [e.version for e in loaded] == [1, 2, 3, 4, 5]
     assert ids(loaded) == ids(first + second)
     assert await store.head(stream) == 5
-
-
-async def test_append_is_atomic_all_or_nothing(store: EventStore) -> None:
-    stream, other = new_stream(), new_stream()
-    taken = event(99)
-    await store.append(other, [taken], NO_STREAM)
-    await store.append(stream, events(1), NO_STREAM)
-    # The third event's id is already stored in another stream: the whole append is refused.
-    batch = [event(1), event(2), taken, event(4)]
-    with pytest.raises(EventIdConflict) as info:
-        await store.append(stream, batch, 1)
-    assert info.value.stream_id == stream and info.value.event_id == taken.event_id
-    assert [e.version for e in await store.load(stream)] == [1]
-    assert await store.head(stream) == 1
-    # The event ids of the refused append are free to use.
-    await store.append(stream, batch[:2], 1)
-    assert ids(await store.load(stream, 2)) == ids(batch[:2])
 
 
 async def test_empty_append_is_refused(store: EventStore) -> None:
@@ -272,16 +254,6 @@ async def test_stale_append_with_different_events_is_not_a_retry(store: EventSto
     with pytest.raises(WrongExpectedVersion):  # same ids, wrong place
         await store.append(stream, [batch[1], batch[0]], NO_STREAM)
     assert await store.head(stream) == 2
-
-
-async def test_event_id_already_in_another_stream_conflicts(store: EventStore) -> None:
-    a, b = new_stream(), new_stream()
-    shared = event(1)
-    await store.append(a, [shared], NO_STREAM)
-    with pytest.raises(EventIdConflict) as info:
-        await store.append(b, [shared], NO_STREAM)
-    assert (info.value.stream_id, info.value.event_id) == (b, shared.event_id)
-    assert await store.head(b) == NO_STREAM
 
 
 # -- append_batch -------------------------------------------------------------------------------

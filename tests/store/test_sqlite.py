@@ -14,6 +14,7 @@ import pytest
 from gateway.store import (
     NO_STREAM,
     AppendRequest,
+    EventIdConflict,
     EventMetadata,
     EventStore,
     NewEvent,
@@ -189,3 +190,23 @@ async def test_bad_input_is_refused_before_any_write(sqlite_store: SqliteEventSt
         await sqlite_store.append("m-1", [naive], NO_STREAM)
     assert sqlite_store.stats.writes == 0
     assert await sqlite_store.head("m-1") == NO_STREAM
+
+
+async def test_event_ids_are_unique_across_streams_and_a_clash_writes_nothing(
+    sqlite_store: SqliteEventStore,
+) -> None:
+    # The embedded store (and so the outbox in front of Cosmos) enforces event-id uniqueness
+    # store-wide; the shared contract does not require it (Cosmos cannot check it without an extra
+    # cross-partition query per append).
+    stream, other = f"s-{uuid.uuid4().hex}", f"o-{uuid.uuid4().hex}"
+    taken = events(1)[0]
+    await sqlite_store.append(other, [taken], NO_STREAM)
+    await sqlite_store.append(stream, events(1), NO_STREAM)
+    batch = [*events(2), taken, *events(1)]
+    with pytest.raises(EventIdConflict) as info:
+        await sqlite_store.append(stream, batch, 1)
+    assert info.value.stream_id == stream and info.value.event_id == taken.event_id
+    assert [e.version for e in await sqlite_store.load(stream)] == [1]
+    assert await sqlite_store.head(stream) == 1
+    await sqlite_store.append(stream, batch[:2], 1)
+    assert [e.event_id for e in await sqlite_store.load(stream, 2)] == [e.event_id for e in batch[:2]]
