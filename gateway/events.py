@@ -511,13 +511,21 @@ class YearStreamOpened(DomainEvent):
         return (str(self.year),)
 
 
-EVENT_TYPES: Mapping[str, type[DomainEvent]] = types.MappingProxyType({
+_EVENT_TYPES: dict[str, type[DomainEvent]] = {
     cls.TYPE: cls
     for cls in (
         MeterRegistered, RegisterRead, IntervalsRecorded, ClockChecked, ClockDriftDetected,
         MeterEventLogged, ReadingGapDetected, SuspectReadingFlagged, YearStreamOpened,
     )
-})
+}
+EVENT_TYPES: Mapping[str, type[DomainEvent]] = types.MappingProxyType(_EVENT_TYPES)
+
+
+def register_event_types(*classes: type[DomainEvent]) -> None:
+    """Add event types defined in a feature module (e.g. gateway.personal.events) to EVENT_TYPES."""
+    for cls in classes:
+        if _EVENT_TYPES.setdefault(cls.TYPE, cls) is not cls:
+            raise ValueError(f"event type {cls.TYPE!r} is already registered by another class")
 
 
 def decode(recorded: RecordedEvent) -> DomainEvent:
@@ -542,3 +550,8 @@ def to_new_event(event: DomainEvent, metadata: EventMetadata) -> NewEvent:
         data=event.to_data(),
         metadata=metadata,
     )
+
+
+# Feature modules register their types on import; importing them here makes decode() know every type
+# whichever module a process imports first. Last line: they import names defined above.
+import gateway.personal.events  # noqa: E402,F401

@@ -11,6 +11,10 @@ Rules:
 * Idempotent retry: when ``expected_version`` is stale but the events at versions
   ``expected_version + 1 ..`` carry exactly the event ids being appended (a retry after a lost
   acknowledgement), nothing is written and the result has ``already_done=True``.
+* Event ids are supplied by the caller and deterministic. A backend that can check cheaply refuses an
+  id already stored elsewhere with ``EventIdConflict`` (SQLite does, store-wide); the contract does
+  not require it, because Cosmos DB could only do it with an extra cross-partition query per append.
+  On the box, the embedded store or the outbox in front of Cosmos is where ids are kept unique.
 * ``append_batch`` appends to many streams in one round trip / transaction where the backend can;
   each request succeeds or fails on its own (a conflict on one stream never affects another).
 * ``read_all`` returns events after an opaque checkpoint, each once, in commit order within each
