@@ -1,0 +1,388 @@
+"""`gateway bench store`: the batched writer on a real backend against a raw insert baseline.
+
+Synthetic meter polls (6 events each: 4 register reads, 1 block of load-profile intervals, 1 clock
+check, with JSON payloads of realistic size) go (a) through ``BatchedWriter`` into a fresh store and
+(b) into the backend's baseline: for SQLite, a bare table in a fresh file with the same pragmas,
+filled by ``executemany`` with one transaction per batch of the same size.
+
+The baseline is timed in two parts: encoding the rows (``codec.dumps`` of data and metadata, the
+work any store of these events must do) and inserting them. ``ratio`` compares the writer with both
+(so it measures the writer and store machinery: batching, version checks, indexes, bookkeeping);
+``ratio_insert_only`` compares it with the insert alone (disk and SQLite, rows already encoded).
+
+A warm-up poll per meter runs first (not measured) so the writer's version cache is warm, as it is
+in a running gateway; ``reads_per_append`` then counts the store reads of the measured phase.
+
+A backend measured by this harness is one entry of ``BACKENDS`` (a function returning a
+``BenchBackend``); a backend with a harness of its own (Cosmos DB: gateway/bench/cosmos.py) is one
+runner in ``STORE_BACKENDS`` of gateway/commands/bench.py.
+"""
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import asdict, dataclass
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import anyio.to_thread
+
+from gateway.store import codec
+from gateway.store.base import EventStore
+from gateway.store.model import EventMetadata, NewEvent
+from gateway.writer import BatchedWriter
+
+EVENTS_PER_POLL = 6
+INTERVALS_PER_BLOCK = 16  # four hours of 15-minute load-profile values per poll
+POLL_PERIOD = timedelta(minutes=15)
+BENCH_YEAR = 2026
+_EPOCH = datetime(BENCH_YEAR, 1, 1, tzinfo=timezone.utc)
+_REGISTERS = (
+    ("1.0.1.8.0.255", "Wh", "active energy import"),
+    ("1.0.2.8.0.255", "Wh", "active energy export"),
+    ("1.0.3.8.0.255", "varh", "reactive energy import"),
+    ("1.0.4.8.0.255", "varh", "reactive energy export"),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Poll:
+    """The events one poll of one meter produces, for one stream."""
+
+    stream_id: str
+    events: tuple[NewEvent, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class BenchConfig:
+    backend: str
+    meters: int = 200
+    events: int = 20_000
+    batch: int = 500
+    concurrent_flushes: int = 1  # BatchedWriter(max_concurrent_flushes=...)
+    repeat: int = 1  # runs of (writer, baseline); the run with the median ratio is reported
+
+    def __post_init__(self) -> None:
+        if min(self.meters, self.events, self.batch, self.concurrent_flushes, self.repeat) < 1:
+            raise ValueError(
+                "meters, events, batch, concurrent flushes and repeat must all be at least 1"
+            )
+
+
+@dataclass(frozen=True, slots=True)
+class BenchReport:
+    backend: str
+    meters: int
+    events: int  # measured events (whole polls)
+    warmup_events: int
+    batch: int
+    concurrent_flushes: int
+    runs: int
+    elapsed_s: float
+    events_per_s: float
+    baseline_events_per_s: float  # encode + insert
+    ratio: float  # events_per_s / baseline_events_per_s
+    baseline_insert_only_events_per_s: float
+    ratio_insert_only: float
+    appends: int
+    flushes: int
+    reads: int
+    reads_per_append: float
+    p50_append_ms: float
+    p99_append_ms: float
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True, slots=True)
+class BaselineTiming:
+    encode_s: float
+    insert_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class BenchBackend:
+    """What the benchmark needs from a backend: a fresh store, and the raw-write baseline."""
+
+    open_store: Callable[[Path], AbstractAsyncContextManager[EventStore]]
+    # (warm-up polls, measured polls, batch size, work dir) → timing of the measured polls
+    baseline: Callable[[Sequence[Poll], Sequence[Poll], int, Path], Awaitable[BaselineTiming]]
+
+
+# ---- synthetic meter data ---------------------------------------------------------------------
+
+
+def meter_stream(meter: int) -> str:
+    return f"Meter:MTR{meter:06d}:{BENCH_YEAR}"
+
+
+def make_poll(meter: int, poll: int) -> Poll:
+    """Poll number ``poll`` of meter ``meter``: deterministic ids, so a re-run is idempotent."""
+    stream_id = meter_stream(meter)
+    read_at = _EPOCH + poll * POLL_PERIOD + timedelta(seconds=meter % 60)
+    meta = EventMetadata(
+        gateway_id="bench-gw-01",
+        recorded_at=read_at + timedelta(milliseconds=350),
+        correlation_id=f"poll-{meter:06d}-{poll:08d}",
+    )
+    base = 1_000_000 + poll * 250 + meter
+    events: list[NewEvent] = []
+    for index, (obis, unit, label) in enumerate(_REGISTERS):
+        events.append(
+            NewEvent(
+                event_id=f"{stream_id}:{poll}:reg:{obis}",
+                type="RegisterRead",
+                schema_version=1,
+                data={
+                    "meterId": f"MTR{meter:06d}",
+                    "obis": obis,
+                    "description": label,
+                    "value": f"{base * (index + 1)}.{poll % 1000:03d}",
+                    "unit": unit,
+                    "scaler": -3,
+                    "status": "ok",
+                    "readAt": codec.iso_utc(read_at),
+                },
+                metadata=meta,
+            )
+        )
+    block_start = read_at - INTERVALS_PER_BLOCK * POLL_PERIOD
+    events.append(
+        NewEvent(
+            event_id=f"{stream_id}:{poll}:intervals",
+            type="IntervalsRecorded",
+            schema_version=1,
+            data={
+                "meterId": f"MTR{meter:06d}",
+                "obis": "1.0.99.1.0.255",
+                "capturePeriodS": int(POLL_PERIOD.total_seconds()),
+                "unit": "Wh",
+                "intervals": [
+                    {
+                        "start": codec.iso_utc(block_start + i * POLL_PERIOD),
+                        "value": f"{(base + i * 37) % 9973}.{i:03d}",
+                        "status": "00",
+                    }
+                    for i in range(INTERVALS_PER_BLOCK)
+                ],
+            },
+            metadata=meta,
+        )
+    )
+    events.append(
+        NewEvent(
+            event_id=f"{stream_id}:{poll}:clock",
+            type="ClockChecked",
+            schema_version=1,
+            data={
+                "meterId": f"MTR{meter:06d}",
+                "meterTime": codec.iso_utc(read_at + timedelta(seconds=(meter % 7) - 3)),
+                "gatewayTime": codec.iso_utc(read_at),
+                "driftS": str((meter % 7) - 3),
+                "toleranceS": 10,
+            },
+            metadata=meta,
+        )
+    )
+    return Poll(stream_id, tuple(events))
+
+
+def synthetic_polls(meters: int, events: int) -> tuple[list[Poll], list[Poll]]:
+    """(one warm-up poll per meter, then enough whole polls round-robin to cover ``events``)."""
+    warmup = [make_poll(m, 0) for m in range(meters)]
+    polls = -(-events // EVENTS_PER_POLL)
+    measured = [make_poll(n % meters, 1 + n // meters) for n in range(polls)]
+    return warmup, measured
+
+
+# ---- SQLite backend ---------------------------------------------------------------------------
+
+
+def _sqlite_backend() -> BenchBackend:
+    from gateway.store.sqlite import SqliteEventStore
+
+    @asynccontextmanager
+    async def open_store(work_dir: Path) -> AsyncIterator[EventStore]:
+        store = await SqliteEventStore.open(_fresh(work_dir / "writer.db"))
+        try:
+            yield store
+        finally:
+            await store.aclose()
+
+    async def baseline(
+        warmup: Sequence[Poll], measured: Sequence[Poll], batch: int, work_dir: Path
+    ) -> BaselineTiming:
+        path = _fresh(work_dir / "baseline.db")
+        return await anyio.to_thread.run_sync(_sqlite_raw_insert, path, warmup, measured, batch)
+
+    return BenchBackend(open_store=open_store, baseline=baseline)
+
+
+_Row = tuple[str, int, str, str, int, str, str]
+
+
+def _rows(polls: Sequence[Poll], versions: dict[str, int]) -> list[_Row]:
+    """The columns the store keeps per event, encoded as the store encodes them."""
+    rows: list[_Row] = []
+    for poll in polls:
+        version = versions.get(poll.stream_id, 0)
+        for event in poll.events:
+            version += 1
+            rows.append(
+                (
+                    poll.stream_id,
+                    version,
+                    event.event_id,
+                    event.type,
+                    event.schema_version,
+                    codec.dumps(event.data),
+                    codec.dumps(codec.metadata_to_dict(event.metadata)),
+                )
+            )
+        versions[poll.stream_id] = version
+    return rows
+
+
+def _sqlite_raw_insert(
+    path: Path, warmup: Sequence[Poll], measured: Sequence[Poll], batch: int
+) -> BaselineTiming:
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA synchronous = FULL")
+        conn.execute(
+            "CREATE TABLE events (stream_id TEXT, version INTEGER, event_id TEXT, type TEXT,"
+            " schema_version INTEGER, data TEXT, metadata TEXT)"
+        )
+        insert = "INSERT INTO events VALUES (?, ?, ?, ?, ?, ?, ?)"
+
+        def write(all_rows: list[_Row]) -> None:
+            for start in range(0, len(all_rows), batch):
+                conn.execute("BEGIN")
+                conn.executemany(insert, all_rows[start : start + batch])
+                conn.execute("COMMIT")
+
+        versions: dict[str, int] = {}
+        write(_rows(warmup, versions))
+        started = time.perf_counter()
+        rows = _rows(measured, versions)
+        encoded = time.perf_counter()
+        write(rows)
+        return BaselineTiming(encode_s=encoded - started, insert_s=time.perf_counter() - encoded)
+    finally:
+        conn.close()
+
+
+def _fresh(path: Path) -> Path:
+    """A store file that does not exist yet: the benchmark never writes into an existing store."""
+    for candidate in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+        if candidate.exists():
+            raise FileExistsError(f"{candidate} already exists; the benchmark needs a fresh store")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+BACKENDS: dict[str, Callable[[], BenchBackend]] = {
+    "sqlite": _sqlite_backend,
+}
+"""Backend name → factory for this harness: a new backend is one function and one entry here."""
+
+
+# ---- the benchmark ----------------------------------------------------------------------------
+
+
+async def run_store_bench(config: BenchConfig, work_dir: Path) -> BenchReport:
+    """Run the benchmark ``config.repeat`` times in ``work_dir`` (one fresh sub-directory per run,
+    which must not exist yet); the run with the median ratio is reported, since the box may be
+    busy with other work while it runs."""
+    try:
+        backend = BACKENDS[config.backend]()
+    except KeyError:
+        raise ValueError(
+            f"unknown backend {config.backend!r}; choose from {', '.join(sorted(BACKENDS))}"
+        ) from None
+    warmup, measured = synthetic_polls(config.meters, config.events)
+    reports = []
+    for run in range(config.repeat):
+        run_dir = work_dir if config.repeat == 1 else work_dir / f"run-{run + 1}"
+        reports.append(await _one_run(config, backend, warmup, measured, run_dir))
+    reports.sort(key=lambda report: report.ratio)
+    return reports[len(reports) // 2]
+
+
+async def _one_run(
+    config: BenchConfig,
+    backend: BenchBackend,
+    warmup: Sequence[Poll],
+    measured: Sequence[Poll],
+    work_dir: Path,
+) -> BenchReport:
+    measured_events = sum(len(p.events) for p in measured)
+    async with backend.open_store(work_dir) as store:
+        async with BatchedWriter(
+            store, max_batch_events=config.batch, max_concurrent_flushes=config.concurrent_flushes
+        ) as writer:
+            for handle in [await writer.enqueue(p.stream_id, p.events) for p in warmup]:
+                await handle
+            writer.metrics.reset()
+            reads_before, appends_before = store.stats.reads, store.stats.appends
+            started = time.perf_counter()
+            handles = [await writer.enqueue(p.stream_id, p.events) for p in measured]
+        # Leaving the writer flushed the tail at once instead of waiting max_delay_s.
+        elapsed = time.perf_counter() - started
+        for handle in handles:
+            handle.result()  # a failed append fails the benchmark loudly
+        reads = store.stats.reads - reads_before
+        appends = store.stats.appends - appends_before
+
+    baseline = await backend.baseline(warmup, measured, config.batch, work_dir)
+    events_per_s = measured_events / elapsed
+    baseline_events_per_s = measured_events / (baseline.encode_s + baseline.insert_s)
+    insert_only_events_per_s = measured_events / baseline.insert_s
+    return BenchReport(
+        backend=config.backend,
+        meters=config.meters,
+        events=measured_events,
+        warmup_events=sum(len(p.events) for p in warmup),
+        batch=config.batch,
+        concurrent_flushes=config.concurrent_flushes,
+        runs=config.repeat,
+        elapsed_s=elapsed,
+        events_per_s=events_per_s,
+        baseline_events_per_s=baseline_events_per_s,
+        ratio=events_per_s / baseline_events_per_s,
+        baseline_insert_only_events_per_s=insert_only_events_per_s,
+        ratio_insert_only=events_per_s / insert_only_events_per_s,
+        appends=appends,
+        flushes=writer.metrics.flushes,
+        reads=reads,
+        reads_per_append=reads / appends if appends else 0.0,
+        p50_append_ms=writer.metrics.latency_percentile_ms(50) or 0.0,
+        p99_append_ms=writer.metrics.latency_percentile_ms(99) or 0.0,
+    )
+
+
+def format_report(report: BenchReport) -> str:
+    rows = [
+        ("backend", report.backend),
+        ("meters", str(report.meters)),
+        ("events (measured)", f"{report.events} (+{report.warmup_events} warm-up)"),
+        ("batch (events)", str(report.batch)),
+        ("concurrent flushes", str(report.concurrent_flushes)),
+        ("runs (median reported)", str(report.runs)),
+        ("writer", f"{report.events_per_s:,.0f} events/s"),
+        ("baseline (encode + insert)", f"{report.baseline_events_per_s:,.0f} events/s"),
+        ("ratio writer/baseline", f"{report.ratio:.2f}"),
+        ("baseline (insert only)", f"{report.baseline_insert_only_events_per_s:,.0f} events/s"),
+        ("ratio writer/insert only", f"{report.ratio_insert_only:.2f}"),
+        ("appends / flushes", f"{report.appends} / {report.flushes}"),
+        ("store reads per append", f"{report.reads_per_append:.3f}"),
+        ("append latency p50", f"{report.p50_append_ms:.1f} ms"),
+        ("append latency p99", f"{report.p99_append_ms:.1f} ms"),
+    ]
+    width = max(len(name) for name, _ in rows)
+    return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
