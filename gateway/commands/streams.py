@@ -13,6 +13,7 @@ from typing import Any
 
 import anyio
 
+from gateway.commands._streams_delete import register_delete
 from gateway.settings import STORE_ENV_VAR, store_path
 from gateway.store import codec
 from gateway.store.errors import StoreError, StreamNotFound
@@ -29,6 +30,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     commands = streams.add_subparsers(dest="streams_command", metavar="ACTION", required=True)
     _register_list(commands)
     _register_show(commands)
+    register_delete(commands)
 
 
 def _add_db_option(parser: argparse.ArgumentParser) -> None:

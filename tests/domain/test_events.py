@@ -32,6 +32,7 @@ from gateway.events import (
     event_id,
     to_new_event,
 )
+from gateway.personal.events import EncryptedField, MeterAssigned, PersonalDataErased
 from gateway.store import EventMetadata, RecordedEvent
 from gateway.store.codec import dumps, loads
 
@@ -64,7 +65,10 @@ def one_of_each() -> list[DomainEvent]:
             {PROFILE: T0},
             Decimal("2.125"),
             T0,
+            {"0.0.99.98.0.255": T0},
         )),
+        MeterAssigned("M1", "a-1", T0, *(EncryptedField("k-1", "bm9uY2U=", "Y2lwaGVy") for _ in range(3))),
+        PersonalDataErased("M1", "a-1", "k-1", T0, ("postal_code", "house_number", "activation_code")),
     ]
 
 

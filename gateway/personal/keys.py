@@ -1,0 +1,259 @@
+"""Data keys of customer assignments: one AES-256 key per assignment, destroyed to forget a customer.
+
+``KeyStore`` is the port; ``SqliteKeyStore`` keeps keys in a small SQLite file of its own beside the
+event store (not inside it: the event store is backed up and replicated for ever, a key must be able
+to vanish). Azure Key Vault could implement the same protocol later with one secret per key (create =
+set secret, get = get secret, destroy = delete + purge, with purge protection off for that vault).
+
+Destroying is irreversible at the level of the file: the row is deleted under ``secure_delete``
+(SQLite overwrites the freed space with zeros), a tombstone without key bytes is left so a later read
+can say "destroyed" rather than "unknown", and the file is VACUUMed so no free page keeps an old copy.
+The journal is a rollback journal (``journal_mode=DELETE``), not a WAL: a WAL would keep the key's
+old frames until a truncating checkpoint that any concurrent reader can block. What no file-level
+step can reach (SSD wear levelling, filesystem snapshots, backups of this file) is outside this
+module: keep the key store out of backups that outlive the retention you promise.
+
+A ``DataKey`` never shows its bytes in ``repr``; errors name key and assignment ids, never key bytes.
+"""
+from __future__ import annotations
+
+import os
+import sqlite3
+import uuid
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable, Final, Iterator, Protocol, TypeVar, runtime_checkable
+
+import anyio
+import anyio.to_thread
+
+from gateway.personal.events import validate_assignment_id
+from gateway.store.codec import iso_utc, parse_utc
+
+KEY_BYTES: Final[int] = 32  # AES-256
+
+T = TypeVar("T")
+
+
+class KeyStoreError(Exception):
+    """Base of the errors of a key store."""
+
+
+class KeyNotFound(KeyStoreError):
+    """No key was ever created under this id (or for this assignment): a wrong key store?"""
+
+    def __init__(self, key_id: str | None = None, assignment_id: str | None = None) -> None:
+        self.key_id = key_id
+        self.assignment_id = assignment_id
+        what = f"key {key_id!r}" if key_id is not None else f"assignment {assignment_id!r}"
+        super().__init__(f"no data key for {what} in this key store")
+
+
+class KeyDestroyed(KeyStoreError):
+    """The key was destroyed (the assignment was forgotten); what it encrypted is gone."""
+
+    def __init__(self, key_id: str, assignment_id: str, destroyed_at: datetime) -> None:
+        self.key_id = key_id
+        self.assignment_id = assignment_id
+        self.destroyed_at = destroyed_at
+        super().__init__(
+            f"data key {key_id!r} of assignment {assignment_id!r} was destroyed at {iso_utc(destroyed_at)}"
+        )
+
+
+class KeyStoreUnavailable(KeyStoreError):
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+
+
+@dataclass(frozen=True, slots=True)
+class DataKey:
+    key_id: str
+    assignment_id: str
+    material: bytes = field(repr=False)  # never in a log line or an error message
+
+    def __post_init__(self) -> None:
+        if len(self.material) != KEY_BYTES:
+            raise ValueError(f"data key {self.key_id!r} must be {KEY_BYTES} bytes")
+
+
+@runtime_checkable
+class KeyStore(Protocol):
+    async def create(self, assignment_id: str) -> DataKey:
+        """The assignment's key, made now if it has none (so a retried command reuses it).
+        KeyDestroyed if the assignment was forgotten: its key is never made again."""
+        ...
+
+    async def get(self, key_id: str) -> DataKey:
+        """KeyNotFound if never created, KeyDestroyed if destroyed."""
+        ...
+
+    async def destroy(self, assignment_id: str) -> bool:
+        """Destroy the assignment's key irreversibly. True if destroyed now, False if it already
+        was; KeyNotFound if the assignment never had one."""
+        ...
+
+    async def aclose(self) -> None: ...
+
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS data_keys (
+    key_id        TEXT PRIMARY KEY,
+    assignment_id TEXT NOT NULL UNIQUE,
+    material      BLOB,             -- NULL once destroyed (the row is then a tombstone)
+    created_at    TEXT NOT NULL,
+    destroyed_at  TEXT,
+    CHECK ((material IS NULL) = (destroyed_at IS NOT NULL))
+);
+"""
+
+
+def key_store_path_for(store_path: Path) -> Path:
+    """Where the key store of the SQLite event store at ``store_path`` lives: beside it."""
+    return store_path.with_name(f"{store_path.stem}.keys{store_path.suffix or '.db'}")
+
+
+class SqliteKeyStore:
+    """``KeyStore`` on its own SQLite file. Create with ``await SqliteKeyStore.open(path)``."""
+
+    def __init__(self, conn: sqlite3.Connection, path: Path) -> None:
+        self._conn = conn
+        self.path = path
+        # Guards the one connection (see gateway.store.sqlite for the same pattern).
+        self._connection_lock = anyio.Lock()
+        self._closed = False
+
+    @classmethod
+    async def open(cls, path: str | Path, *, busy_timeout: float = 5.0) -> SqliteKeyStore:
+        db_path = Path(path)
+
+        def connect() -> sqlite3.Connection:
+            conn = sqlite3.connect(
+                db_path, timeout=busy_timeout, isolation_level=None, check_same_thread=False
+            )
+            try:
+                conn.row_factory = sqlite3.Row
+                conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
+                mode = conn.execute("PRAGMA journal_mode = DELETE").fetchone()[0]
+                if str(mode).lower() != "delete":
+                    raise sqlite3.OperationalError(f"cannot use a rollback journal on {db_path} ({mode})")
+                conn.execute("PRAGMA secure_delete = ON")
+                conn.execute("PRAGMA synchronous = FULL")
+                # VACUUM's scratch copy stays in memory, not in a temp file that outlives it.
+                conn.execute("PRAGMA temp_store = MEMORY")
+                conn.executescript(_SCHEMA)
+            except BaseException:
+                conn.close()
+                raise
+            return conn
+
+        try:
+            conn = await anyio.to_thread.run_sync(connect)
+        except sqlite3.Error as exc:
+            raise KeyStoreUnavailable(f"cannot open key store {db_path}: {exc}") from exc
+        try:
+            os.chmod(db_path, 0o600)  # keys: readable by the gateway's user only
+        except OSError:
+            pass  # e.g. a file owned by another user that we may still read; not worth failing
+        return cls(conn, db_path)
+
+    async def aclose(self) -> None:
+        async with self._connection_lock:
+            if not self._closed:
+                self._closed = True
+                await anyio.to_thread.run_sync(self._conn.close)
+
+    async def _run(self, func: Callable[[sqlite3.Connection], T]) -> T:
+        async with self._connection_lock:
+            if self._closed:
+                raise KeyStoreUnavailable(f"the key store {self.path} is closed")
+            try:
+                return await anyio.to_thread.run_sync(func, self._conn)
+            except sqlite3.OperationalError as exc:
+                raise KeyStoreUnavailable(f"key store {self.path}: {exc}") from exc
+
+    async def create(self, assignment_id: str) -> DataKey:
+        validate_assignment_id(assignment_id)
+
+        def create(conn: sqlite3.Connection) -> DataKey:
+            with _transaction(conn):
+                row = conn.execute(
+                    "SELECT key_id, material, destroyed_at FROM data_keys WHERE assignment_id = ?",
+                    (assignment_id,),
+                ).fetchone()
+                if row is not None:
+                    return _key_of(row, assignment_id)
+                key = DataKey(str(uuid.uuid4()), assignment_id, os.urandom(KEY_BYTES))
+                conn.execute(
+                    "INSERT INTO data_keys (key_id, assignment_id, material, created_at)"
+                    " VALUES (?, ?, ?, ?)",
+                    (key.key_id, assignment_id, key.material, iso_utc(datetime.now(timezone.utc))),
+                )
+                return key
+
+        return await self._run(create)
+
+    async def get(self, key_id: str) -> DataKey:
+        def select(conn: sqlite3.Connection) -> DataKey:
+            row = conn.execute(
+                "SELECT key_id, assignment_id, material, destroyed_at FROM data_keys WHERE key_id = ?",
+                (key_id,),
+            ).fetchone()
+            if row is None:
+                raise KeyNotFound(key_id=key_id)
+            return _key_of(row, row["assignment_id"])
+
+        return await self._run(select)
+
+    async def destroy(self, assignment_id: str) -> bool:
+        def destroy(conn: sqlite3.Connection) -> bool:
+            with _transaction(conn):
+                row = conn.execute(
+                    "SELECT key_id, created_at, material FROM data_keys WHERE assignment_id = ?",
+                    (assignment_id,),
+                ).fetchone()
+                if row is None:
+                    raise KeyNotFound(assignment_id=assignment_id)
+                if row["material"] is None:
+                    return False
+                # DELETE, not UPDATE: a deleted cell is zeroed by secure_delete for certain, an
+                # updated one may be rewritten elsewhere in the page leaving the old bytes behind.
+                conn.execute("DELETE FROM data_keys WHERE assignment_id = ?", (assignment_id,))
+                conn.execute(
+                    "INSERT INTO data_keys (key_id, assignment_id, material, created_at, destroyed_at)"
+                    " VALUES (?, ?, NULL, ?, ?)",
+                    (row["key_id"], assignment_id, row["created_at"],
+                     iso_utc(datetime.now(timezone.utc))),
+                )
+            # Rebuilds the file from live rows only: no free page or freeblock keeps an old copy.
+            conn.execute("VACUUM")
+            return True
+
+        return await self._run(destroy)
+
+
+@contextmanager
+def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
+    """BEGIN IMMEDIATE ... COMMIT, rolled back on any error."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
+def _key_of(row: sqlite3.Row, assignment_id: str) -> DataKey:
+    if row["material"] is None:
+        raise KeyDestroyed(row["key_id"], assignment_id, parse_utc(row["destroyed_at"]))
+    return DataKey(row["key_id"], assignment_id, bytes(row["material"]))
+
+
+__all__ = [
+    "KEY_BYTES", "DataKey", "KeyDestroyed", "KeyNotFound", "KeyStore", "KeyStoreError",
+    "KeyStoreUnavailable", "SqliteKeyStore", "key_store_path_for",
+]
