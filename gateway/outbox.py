@@ -1,0 +1,571 @@
+"""Local store-and-forward outbox: events made durable on the box before they go to Cosmos DB.
+
+When the fleet's store is Cosmos, the pipeline ``put``s each append into this SQLite file (WAL,
+``synchronous=FULL``: a put that returned survives a power cut) and ``gateway.outbox_forwarder``
+drains it to the far store in per-stream order, exactly once. A WAN outage of hours costs disk
+space, not events.
+
+Tables (all prefixed ``outbox_``: the file also holds the gateway's ``meter_health`` sidecar):
+* ``outbox_pending``: events waiting, in put order (``seq``); per-stream order is ``seq`` order.
+* ``outbox_forwarded``: ids of events already forwarded, kept ``forwarded_retention_s`` so a fact
+  read again (deterministic event ids) is not queued twice. Beyond the retention, the far store's
+  own duplicate check is the last line (SQLite: unique event ids; Cosmos: only with
+  ``check_event_ids_across_streams``).
+* ``outbox_heads``: per stream, the far stream's version the next append expects. It is written
+  *before* the first append to a stream and moved in the same transaction that deletes the
+  forwarded events, so after a crash between a remote append and the local delete, the retry uses
+  the same expected version and the store recognises it (idempotent retry), or the forwarder finds
+  the ids in the far stream's tail.
+* ``outbox_poison``: events the far store refused permanently, with the reason.
+* ``outbox_totals``: depth and payload bytes of ``outbox_pending``, kept exact by triggers, so
+  ``state()`` and the size bound cost one row read whatever the depth.
+
+Size bound: ``max_bytes`` counts the stored payload (event envelope JSON, stream id, event id) of
+pending events; the file itself is larger (indexes, WAL, free pages; about 2x). A put that would
+pass the bound is refused whole with ``OutboxFull`` and nothing already stored is dropped. The
+alarm (one ERROR log line, ``state().full``) goes on at the first refusal and off (one WARNING
+line) once the forwarder has drained the outbox below ``RESUME_FRACTION`` of the bound, so a
+producer hovering at the limit does not flood the log.
+
+One connection is shared by the tasks of the process: an ``anyio.Lock`` serialises it and every
+sqlite call runs in a worker thread.
+"""
+from __future__ import annotations
+
+import logging
+import sqlite3
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable, Iterable, Mapping, Sequence, TypeVar
+
+import anyio
+import anyio.to_thread
+
+from gateway.store import codec
+from gateway.store.errors import EventIdConflict, StoreUnavailable
+from gateway.store.model import NewEvent
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+RESUME_FRACTION = 0.9
+"""The full alarm clears once pending bytes fall to this fraction of the bound (hysteresis)."""
+
+DEFAULT_FORWARDED_RETENTION_S = 7 * 24 * 3600.0
+"""How long forwarded event ids are remembered to drop repeats; a week covers catch-up re-reads."""
+
+_PRUNE_EVERY_S = 60.0
+_SQL_VARIABLES = 500  # ids per IN (...) list, well below SQLite's limit
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS outbox_pending (
+    seq       INTEGER PRIMARY KEY AUTOINCREMENT,
+    stream_id TEXT    NOT NULL,
+    event_id  TEXT    NOT NULL UNIQUE,
+    envelope  TEXT    NOT NULL,
+    size      INTEGER NOT NULL,
+    queued_at REAL    NOT NULL
+);
+CREATE INDEX IF NOT EXISTS outbox_pending_stream ON outbox_pending (stream_id, seq);
+CREATE TABLE IF NOT EXISTS outbox_forwarded (
+    event_id     TEXT PRIMARY KEY,
+    stream_id    TEXT NOT NULL,
+    forwarded_at REAL NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS outbox_forwarded_at ON outbox_forwarded (forwarded_at);
+CREATE TABLE IF NOT EXISTS outbox_heads (
+    stream_id TEXT    PRIMARY KEY,
+    head      INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS outbox_poison (
+    seq         INTEGER PRIMARY KEY,
+    stream_id   TEXT    NOT NULL,
+    event_id    TEXT    NOT NULL UNIQUE,
+    envelope    TEXT    NOT NULL,
+    error_type  TEXT    NOT NULL,
+    reason      TEXT    NOT NULL,
+    queued_at   REAL    NOT NULL,
+    poisoned_at REAL    NOT NULL
+);
+CREATE TABLE IF NOT EXISTS outbox_totals (
+    id    INTEGER PRIMARY KEY CHECK (id = 1),
+    depth INTEGER NOT NULL,
+    bytes INTEGER NOT NULL
+);
+INSERT OR IGNORE INTO outbox_totals (id, depth, bytes) VALUES (1, 0, 0);
+CREATE TRIGGER IF NOT EXISTS outbox_pending_added AFTER INSERT ON outbox_pending BEGIN
+    UPDATE outbox_totals SET depth = depth + 1, bytes = bytes + NEW.size WHERE id = 1;
+END;
+CREATE TRIGGER IF NOT EXISTS outbox_pending_removed AFTER DELETE ON outbox_pending BEGIN
+    UPDATE outbox_totals SET depth = depth - 1, bytes = bytes - OLD.size WHERE id = 1;
+END;
+"""
+
+
+class OutboxFull(StoreUnavailable):
+    """The outbox has reached its size bound; the put was refused whole, nothing was dropped.
+
+    A ``StoreUnavailable``: like a store that cannot be reached, it clears by itself once the far
+    store is back and the forwarder drains, and callers that retry on unavailability may retry.
+    """
+
+    def __init__(self, stream_id: str, needed: int, used: int, limit: int) -> None:
+        self.needed = needed
+        self.used = used
+        self.limit = limit
+        super().__init__(
+            f"outbox full: {needed} more bytes refused, {used} of {limit} bytes pending", stream_id
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxState:
+    depth: int  # events pending
+    bytes: int  # payload bytes pending (what max_bytes bounds)
+    max_bytes: int
+    full: bool  # the full alarm is on (see the module docstring)
+    oldest_age_s: float | None  # age of the oldest pending event; None when empty
+    poisoned: int  # events set aside in outbox_poison
+
+
+@dataclass(frozen=True, slots=True)
+class PutResult:
+    queued: int  # events newly stored in the outbox
+    already_known: int  # events skipped: their id is pending, forwarded or poisoned
+
+
+@dataclass(frozen=True, slots=True)
+class PendingEvent:
+    seq: int  # position in the outbox; per-stream order
+    stream_id: str
+    event: NewEvent
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
+class StreamBatch:
+    """The oldest pending events of one stream and the far version they are to be appended at."""
+
+    stream_id: str
+    expected_version: int | None  # None: no head known yet (ask the far store, record_heads)
+    events: tuple[PendingEvent, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class PoisonedEvent:
+    stream_id: str
+    event: NewEvent
+    error_type: str
+    reason: str
+    queued_at: datetime
+    poisoned_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Settlement:
+    """What one forwarding round learned, applied by ``Outbox.settle`` in one transaction."""
+
+    forwarded: Mapping[str, tuple[int, ...]] = field(default_factory=dict)  # stream → seqs
+    heads: Mapping[str, int] = field(default_factory=dict)  # stream → far head now
+    poisoned: Sequence[tuple[int, str, str]] = ()  # (seq, error type name, reason)
+
+    def __bool__(self) -> bool:
+        return bool(self.forwarded or self.heads or self.poisoned)
+
+
+def _encode(event: NewEvent) -> str:
+    return codec.dumps(codec.event_to_dict(event))
+
+
+def _decode(envelope: str) -> NewEvent:
+    raw = codec.loads(envelope)
+    return NewEvent(
+        event_id=raw["id"],
+        type=raw["type"],
+        schema_version=int(raw["schemaVersion"]),
+        data=raw["data"],
+        metadata=codec.metadata_from_dict(raw["metadata"]),
+    )
+
+
+def _chunks(items: Sequence[T], size: int = _SQL_VARIABLES) -> Iterable[Sequence[T]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _utc(epoch_s: float) -> datetime:
+    return datetime.fromtimestamp(epoch_s, timezone.utc)
+
+
+class Outbox:
+    """The outbox file. Create with ``await Outbox.open(path, max_bytes)``; ``aclose()`` at the end."""
+
+    def __init__(
+        self,
+        conn: sqlite3.Connection,
+        path: Path,
+        max_bytes: int,
+        forwarded_retention_s: float,
+        clock: Callable[[], float],
+    ) -> None:
+        self._conn = conn
+        self.path = path
+        self.max_bytes = max_bytes
+        self.forwarded_retention_s = forwarded_retention_s
+        self._clock = clock
+        # Guards the one connection: no two threads on it, no interleaved transactions.
+        self._connection_lock = anyio.Lock()
+        self._closed = False
+        self._full = False
+        self._last_prune = 0.0
+        self._changed = anyio.Event()
+
+    @classmethod
+    async def open(
+        cls,
+        path: str | Path,
+        max_bytes: int,
+        *,
+        busy_timeout: float = 5.0,
+        forwarded_retention_s: float = DEFAULT_FORWARDED_RETENTION_S,
+        clock: Callable[[], float] = time.time,
+    ) -> Outbox:
+        """Open (creating if needed) the outbox at ``path``; ``clock`` gives wall-clock seconds."""
+        if max_bytes < 1:
+            raise ValueError(f"outbox max_bytes must be at least 1, got {max_bytes}")
+        if forwarded_retention_s < 0:
+            raise ValueError(f"forwarded_retention_s cannot be negative, got {forwarded_retention_s}")
+        db_path = Path(path)
+
+        def connect() -> sqlite3.Connection:
+            conn = sqlite3.connect(
+                db_path, timeout=busy_timeout, isolation_level=None, check_same_thread=False
+            )
+            try:
+                conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
+                mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+                if str(mode).lower() != "wal":
+                    raise sqlite3.OperationalError(f"cannot switch {db_path} to WAL (got {mode})")
+                # The outbox is the only copy of an event until it is forwarded: sync every commit.
+                conn.execute("PRAGMA synchronous = FULL")
+                conn.executescript(_SCHEMA)
+            except BaseException:
+                conn.close()
+                raise
+            return conn
+
+        try:
+            conn = await anyio.to_thread.run_sync(connect)
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"cannot open outbox {db_path}: {exc}") from exc
+        return cls(conn, db_path, max_bytes, forwarded_retention_s, clock)
+
+    async def aclose(self) -> None:
+        async with self._connection_lock:
+            if not self._closed:
+                self._closed = True
+                await anyio.to_thread.run_sync(self._conn.close)
+
+    async def __aenter__(self) -> Outbox:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def _run(self, func: Callable[[sqlite3.Connection], T]) -> T:
+        async with self._connection_lock:
+            if self._closed:
+                raise StoreUnavailable(f"the outbox {self.path} is closed")
+            try:
+                # Not abandoned on cancellation: the thread finishes (or rolls back) its transaction.
+                return await anyio.to_thread.run_sync(func, self._conn)
+            except sqlite3.OperationalError as exc:
+                raise StoreUnavailable(f"outbox {self.path}: {exc}") from exc
+
+    def changed(self) -> anyio.Event:
+        """An event set at the next successful put that queued something (the forwarder waits on it)."""
+        return self._changed
+
+    # -- producer side --------------------------------------------------------------------------
+
+    async def put(self, stream_id: str, events: Sequence[NewEvent]) -> PutResult:
+        """Store ``events`` for ``stream_id`` durably, in order, in one transaction.
+
+        Events whose id is already pending, forwarded (within the retention) or poisoned are
+        skipped. Raises ``OutboxFull`` (nothing stored) when the new events would pass the bound,
+        ``EventIdConflict`` when an id is known under another stream, ``ValueError``/``TypeError``
+        for events the codec cannot store.
+        """
+        if not isinstance(stream_id, str) or not stream_id:
+            raise ValueError(f"stream id must be a non-empty string, got {stream_id!r}")
+        batch = list(events)
+        if not batch:
+            raise ValueError(f"stream {stream_id!r}: a put needs at least one event")
+        for event in batch:
+            if not isinstance(event, NewEvent):
+                raise TypeError(f"stream {stream_id!r}: expected NewEvent, got {type(event).__name__}")
+        ids = [event.event_id for event in batch]
+        if len(set(ids)) != len(ids):
+            raise ValueError(f"stream {stream_id!r}: the same event id appears twice in one put")
+        # Encoding refuses bad data (naive datetimes, values JSON cannot hold) before any I/O.
+        rows = []
+        for event in batch:
+            envelope = _encode(event)
+            size = len(envelope.encode()) + len(stream_id.encode()) + len(event.event_id.encode())
+            rows.append((stream_id, event.event_id, envelope, size))
+        now = self._clock()
+
+        def insert(conn: sqlite3.Connection) -> tuple[int, int, int, int]:
+            """(queued, bytes pending after, bytes needed, bytes pending before); 0 queued + needed
+            > 0 means refused."""
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                known: dict[str, str] = {}
+                for chunk in _chunks(ids):
+                    marks = ",".join("?" * len(chunk))
+                    for table in ("outbox_pending", "outbox_forwarded", "outbox_poison"):
+                        known.update(
+                            conn.execute(
+                                f"SELECT event_id, stream_id FROM {table} WHERE event_id IN ({marks})",
+                                tuple(chunk),
+                            ).fetchall()
+                        )
+                for event_id in ids:
+                    other = known.get(event_id)
+                    if other is not None and other != stream_id:
+                        raise EventIdConflict(stream_id, event_id)
+                new_rows = [row for row in rows if row[1] not in known]
+                used = conn.execute("SELECT bytes FROM outbox_totals WHERE id = 1").fetchone()[0]
+                needed = sum(row[3] for row in new_rows)
+                if new_rows and used + needed > self.max_bytes:
+                    conn.execute("ROLLBACK")
+                    return 0, used, needed, used
+                conn.executemany(
+                    "INSERT INTO outbox_pending (stream_id, event_id, envelope, size, queued_at)"
+                    " VALUES (?, ?, ?, ?, ?)",
+                    [(*row, now) for row in new_rows],
+                )
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+            return len(new_rows), used + needed, needed, used
+
+        queued, used_after, needed, used_before = await self._run(insert)
+        if queued == 0 and needed > 0:
+            if not self._full:
+                self._full = True
+                log.error(
+                    "outbox %s is FULL: %d of %d bytes pending; new events are refused until the "
+                    "forwarder drains it (is the far store reachable?)",
+                    self.path, used_before, self.max_bytes,
+                )
+            raise OutboxFull(stream_id, needed, used_before, self.max_bytes)
+        if queued:
+            self._changed.set()
+            self._changed = anyio.Event()
+        self._maybe_clear_alarm(used_after)
+        return PutResult(queued=queued, already_known=len(batch) - queued)
+
+    def _maybe_clear_alarm(self, used: int) -> None:
+        if self._full and used <= self.max_bytes * RESUME_FRACTION:
+            self._full = False
+            log.warning(
+                "outbox %s accepts events again: %d of %d bytes pending", self.path, used, self.max_bytes
+            )
+
+    # -- reading --------------------------------------------------------------------------------
+
+    async def state(self) -> OutboxState:
+        def read(conn: sqlite3.Connection) -> tuple[int, int, float | None, int]:
+            depth, used = conn.execute(
+                "SELECT depth, bytes FROM outbox_totals WHERE id = 1"
+            ).fetchone()
+            oldest = conn.execute(
+                "SELECT queued_at FROM outbox_pending ORDER BY seq LIMIT 1"
+            ).fetchone()
+            poisoned = conn.execute("SELECT count(*) FROM outbox_poison").fetchone()[0]
+            return depth, used, None if oldest is None else oldest[0], poisoned
+
+        depth, used, oldest, poisoned = await self._run(read)
+        return OutboxState(
+            depth=depth,
+            bytes=used,
+            max_bytes=self.max_bytes,
+            # A fresh process (gateway status) has no alarm memory; a bound reached still shows.
+            full=self._full or used >= self.max_bytes,
+            oldest_age_s=None if oldest is None else max(0.0, self._clock() - oldest),
+            poisoned=poisoned,
+        )
+
+    async def pending(self, stream_id: str) -> list[NewEvent]:
+        """Events of ``stream_id`` not yet forwarded, in order (to read one's own writes)."""
+
+        def select(conn: sqlite3.Connection) -> list[str]:
+            return [
+                row[0]
+                for row in conn.execute(
+                    "SELECT envelope FROM outbox_pending WHERE stream_id = ? ORDER BY seq",
+                    (stream_id,),
+                )
+            ]
+
+        return [_decode(envelope) for envelope in await self._run(select)]
+
+    async def poisoned(self) -> list[PoisonedEvent]:
+        """Events set aside because the far store refused them for good, oldest first."""
+
+        def select(conn: sqlite3.Connection) -> list[tuple[str, str, str, str, float, float]]:
+            return conn.execute(
+                "SELECT stream_id, envelope, error_type, reason, queued_at, poisoned_at"
+                " FROM outbox_poison ORDER BY seq"
+            ).fetchall()
+
+        return [
+            PoisonedEvent(
+                stream_id=stream_id,
+                event=_decode(envelope),
+                error_type=error_type,
+                reason=reason,
+                queued_at=_utc(queued_at),
+                poisoned_at=_utc(poisoned_at),
+            )
+            for stream_id, envelope, error_type, reason, queued_at, poisoned_at in await self._run(select)
+        ]
+
+    # -- forwarder side -------------------------------------------------------------------------
+
+    async def last_seq(self) -> int:
+        """The newest pending seq (0 when empty): ``next_batches(up_to=...)`` bounds a drain."""
+        row = await self._run(lambda conn: conn.execute("SELECT max(seq) FROM outbox_pending").fetchone())
+        return int(row[0] or 0)
+
+    async def next_batches(
+        self,
+        *,
+        max_streams: int,
+        max_events: int,
+        max_bytes: int,
+        event_limits: Mapping[str, int] | None = None,
+        up_to: int | None = None,
+    ) -> list[StreamBatch]:
+        """The oldest pending events of up to ``max_streams`` streams (longest-waiting first).
+
+        Per stream at most ``max_events`` (or its ``event_limits`` entry) events and ``max_bytes``
+        payload bytes, but always at least one event; only events with ``seq <= up_to`` if given.
+        """
+        limits = dict(event_limits or {})
+        bound = up_to if up_to is not None else -1
+
+        def select(conn: sqlite3.Connection) -> list[StreamBatch]:
+            conn.execute("BEGIN")  # one snapshot for the stream list, the events and the heads
+            try:
+                streams = conn.execute(
+                    "SELECT stream_id, min(seq) AS first FROM outbox_pending"
+                    " WHERE (? < 0 OR seq <= ?) GROUP BY stream_id ORDER BY first LIMIT ?",
+                    (bound, bound, max_streams),
+                ).fetchall()
+                batches = []
+                for stream_id, _first in streams:
+                    limit = max(1, min(max_events, limits.get(stream_id, max_events)))
+                    rows = conn.execute(
+                        "SELECT seq, envelope, size FROM outbox_pending"
+                        " WHERE stream_id = ? AND (? < 0 OR seq <= ?) ORDER BY seq LIMIT ?",
+                        (stream_id, bound, bound, limit),
+                    ).fetchall()
+                    picked: list[PendingEvent] = []
+                    total = 0
+                    for seq, envelope, size in rows:
+                        if picked and total + size > max_bytes:
+                            break
+                        total += size
+                        picked.append(PendingEvent(seq, stream_id, _decode(envelope), size))
+                    head = conn.execute(
+                        "SELECT head FROM outbox_heads WHERE stream_id = ?", (stream_id,)
+                    ).fetchone()
+                    batches.append(
+                        StreamBatch(stream_id, None if head is None else int(head[0]), tuple(picked))
+                    )
+            finally:
+                conn.execute("COMMIT")
+            return batches
+
+        return await self._run(select)
+
+    async def record_heads(self, heads: Mapping[str, int]) -> None:
+        """Remember far heads durably, before appending at them (see the module docstring)."""
+        if not heads:
+            return
+
+        def upsert(conn: sqlite3.Connection) -> None:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                _upsert_heads(conn, heads)
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+
+        await self._run(upsert)
+
+    async def settle(self, settlement: Settlement) -> None:
+        """Apply a round's outcome in one transaction: delete forwarded events (remembering their
+        ids), move the far heads, move poisoned events aside."""
+        if not settlement:
+            return
+        now = self._clock()
+        prune_before = None
+        if now - self._last_prune >= _PRUNE_EVERY_S:
+            prune_before = now - self.forwarded_retention_s
+
+        def apply(conn: sqlite3.Connection) -> int:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                for stream_id, seqs in settlement.forwarded.items():
+                    for chunk in _chunks(list(seqs)):
+                        marks = ",".join("?" * len(chunk))
+                        conn.execute(
+                            "INSERT OR REPLACE INTO outbox_forwarded (event_id, stream_id, forwarded_at)"
+                            f" SELECT event_id, stream_id, ? FROM outbox_pending WHERE seq IN ({marks})",
+                            (now, *chunk),
+                        )
+                        conn.execute(f"DELETE FROM outbox_pending WHERE seq IN ({marks})", tuple(chunk))
+                _upsert_heads(conn, settlement.heads)
+                for seq, error_type, reason in settlement.poisoned:
+                    conn.execute(
+                        "INSERT OR REPLACE INTO outbox_poison (seq, stream_id, event_id, envelope,"
+                        " error_type, reason, queued_at, poisoned_at)"
+                        " SELECT seq, stream_id, event_id, envelope, ?, ?, queued_at, ?"
+                        " FROM outbox_pending WHERE seq = ?",
+                        (error_type, reason, now, seq),
+                    )
+                    conn.execute("DELETE FROM outbox_pending WHERE seq = ?", (seq,))
+                if prune_before is not None:
+                    conn.execute(
+                        "DELETE FROM outbox_forwarded WHERE forwarded_at < ?", (prune_before,)
+                    )
+                used = conn.execute("SELECT bytes FROM outbox_totals WHERE id = 1").fetchone()[0]
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+            return int(used)
+
+        used = await self._run(apply)
+        if prune_before is not None:
+            self._last_prune = now
+        self._maybe_clear_alarm(used)
+
+
+def _upsert_heads(conn: sqlite3.Connection, heads: Mapping[str, int]) -> None:
+    conn.executemany(
+        "INSERT INTO outbox_heads (stream_id, head) VALUES (?, ?)"
+        " ON CONFLICT (stream_id) DO UPDATE SET head = excluded.head",
+        list(heads.items()),
+    )
