@@ -27,8 +27,7 @@ alarm (one ERROR log line, ``state().full``) goes on at the first refusal and of
 line) once the forwarder has drained the outbox below ``RESUME_FRACTION`` of the bound, so a
 producer hovering at the limit does not flood the log.
 
-One connection is shared by the tasks of the process: an ``anyio.Lock`` serialises it and every
-sqlite call runs in a worker thread.
+The file is owned through ``gateway.sqlite_file`` (one serialised connection, calls in a worker thread).
 """
 from __future__ import annotations
 
@@ -41,8 +40,8 @@ from pathlib import Path
 from typing import Callable, Iterable, Mapping, Sequence, TypeVar
 
 import anyio
-import anyio.to_thread
 
+from gateway.sqlite_file import SqliteFile
 from gateway.store import codec
 from gateway.store.errors import EventIdConflict, StoreUnavailable
 from gateway.store.model import NewEvent
@@ -205,20 +204,16 @@ class Outbox:
 
     def __init__(
         self,
-        conn: sqlite3.Connection,
-        path: Path,
+        db: SqliteFile,
         max_bytes: int,
         forwarded_retention_s: float,
         clock: Callable[[], float],
     ) -> None:
-        self._conn = conn
-        self.path = path
+        self._db = db
+        self.path = db.path
         self.max_bytes = max_bytes
         self.forwarded_retention_s = forwarded_retention_s
         self._clock = clock
-        # Guards the one connection: no two threads on it, no interleaved transactions.
-        self._connection_lock = anyio.Lock()
-        self._closed = False
         self._full = False
         self._last_prune = 0.0
         self._changed = anyio.Event()
@@ -238,36 +233,15 @@ class Outbox:
             raise ValueError(f"outbox max_bytes must be at least 1, got {max_bytes}")
         if forwarded_retention_s < 0:
             raise ValueError(f"forwarded_retention_s cannot be negative, got {forwarded_retention_s}")
-        db_path = Path(path)
-
-        def connect() -> sqlite3.Connection:
-            conn = sqlite3.connect(
-                db_path, timeout=busy_timeout, isolation_level=None, check_same_thread=False
-            )
-            try:
-                conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
-                mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-                if str(mode).lower() != "wal":
-                    raise sqlite3.OperationalError(f"cannot switch {db_path} to WAL (got {mode})")
-                # The outbox is the only copy of an event until it is forwarded: sync every commit.
-                conn.execute("PRAGMA synchronous = FULL")
-                conn.executescript(_SCHEMA)
-            except BaseException:
-                conn.close()
-                raise
-            return conn
-
-        try:
-            conn = await anyio.to_thread.run_sync(connect)
-        except sqlite3.Error as exc:
-            raise StoreUnavailable(f"cannot open outbox {db_path}: {exc}") from exc
-        return cls(conn, db_path, max_bytes, forwarded_retention_s, clock)
+        # The outbox is the only copy of an event until it is forwarded: WAL + sync every commit.
+        db = await SqliteFile.open(
+            path, schema=_SCHEMA, what="outbox", unavailable=StoreUnavailable,
+            busy_timeout=busy_timeout,
+        )
+        return cls(db, max_bytes, forwarded_retention_s, clock)
 
     async def aclose(self) -> None:
-        async with self._connection_lock:
-            if not self._closed:
-                self._closed = True
-                await anyio.to_thread.run_sync(self._conn.close)
+        await self._db.aclose()
 
     async def __aenter__(self) -> Outbox:
         return self
@@ -276,14 +250,7 @@ class Outbox:
         await self.aclose()
 
     async def _run(self, func: Callable[[sqlite3.Connection], T]) -> T:
-        async with self._connection_lock:
-            if self._closed:
-                raise StoreUnavailable(f"the outbox {self.path} is closed")
-            try:
-                # Not abandoned on cancellation: the thread finishes (or rolls back) its transaction.
-                return await anyio.to_thread.run_sync(func, self._conn)
-            except sqlite3.OperationalError as exc:
-                raise StoreUnavailable(f"outbox {self.path}: {exc}") from exc
+        return await self._db.run(func)
 
     def changed(self) -> anyio.Event:
         """An event set at the next successful put that queued something (the forwarder waits on it)."""

@@ -20,16 +20,13 @@ from __future__ import annotations
 import os
 import sqlite3
 import uuid
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable, Final, Iterator, Protocol, TypeVar, runtime_checkable
-
-import anyio
-import anyio.to_thread
+from typing import Callable, Final, Protocol, TypeVar, runtime_checkable
 
 from gateway.personal.events import validate_assignment_id
+from gateway.sqlite_file import SqliteFile, immediate_transaction
 from gateway.store.codec import iso_utc, parse_utc
 
 KEY_BYTES: Final[int] = 32  # AES-256
@@ -118,67 +115,35 @@ def key_store_path_for(store_path: Path) -> Path:
 class SqliteKeyStore:
     """``KeyStore`` on its own SQLite file. Create with ``await SqliteKeyStore.open(path)``."""
 
-    def __init__(self, conn: sqlite3.Connection, path: Path) -> None:
-        self._conn = conn
-        self.path = path
-        # Guards the one connection (see gateway.store.sqlite for the same pattern).
-        self._connection_lock = anyio.Lock()
-        self._closed = False
+    def __init__(self, db: SqliteFile) -> None:
+        self._db = db
+        self.path = db.path
 
     @classmethod
     async def open(cls, path: str | Path, *, busy_timeout: float = 5.0) -> SqliteKeyStore:
-        db_path = Path(path)
-
-        def connect() -> sqlite3.Connection:
-            conn = sqlite3.connect(
-                db_path, timeout=busy_timeout, isolation_level=None, check_same_thread=False
-            )
-            try:
-                conn.row_factory = sqlite3.Row
-                conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
-                mode = conn.execute("PRAGMA journal_mode = DELETE").fetchone()[0]
-                if str(mode).lower() != "delete":
-                    raise sqlite3.OperationalError(f"cannot use a rollback journal on {db_path} ({mode})")
-                conn.execute("PRAGMA secure_delete = ON")
-                conn.execute("PRAGMA synchronous = FULL")
-                # VACUUM's scratch copy stays in memory, not in a temp file that outlives it.
-                conn.execute("PRAGMA temp_store = MEMORY")
-                conn.executescript(_SCHEMA)
-            except BaseException:
-                conn.close()
-                raise
-            return conn
-
+        # A rollback journal with secure_delete: a destroyed key leaves no copy in the file (a WAL
+        # would keep old frames until a checkpoint).
+        db = await SqliteFile.open(
+            path, schema=_SCHEMA, what="key store", unavailable=KeyStoreUnavailable,
+            journal="delete", secure_delete=True, busy_timeout=busy_timeout,
+        )
         try:
-            conn = await anyio.to_thread.run_sync(connect)
-        except sqlite3.Error as exc:
-            raise KeyStoreUnavailable(f"cannot open key store {db_path}: {exc}") from exc
-        try:
-            os.chmod(db_path, 0o600)  # keys: readable by the gateway's user only
+            os.chmod(db.path, 0o600)  # keys: readable by the gateway's user only
         except OSError:
             pass  # e.g. a file owned by another user that we may still read; not worth failing
-        return cls(conn, db_path)
+        return cls(db)
 
     async def aclose(self) -> None:
-        async with self._connection_lock:
-            if not self._closed:
-                self._closed = True
-                await anyio.to_thread.run_sync(self._conn.close)
+        await self._db.aclose()
 
     async def _run(self, func: Callable[[sqlite3.Connection], T]) -> T:
-        async with self._connection_lock:
-            if self._closed:
-                raise KeyStoreUnavailable(f"the key store {self.path} is closed")
-            try:
-                return await anyio.to_thread.run_sync(func, self._conn)
-            except sqlite3.OperationalError as exc:
-                raise KeyStoreUnavailable(f"key store {self.path}: {exc}") from exc
+        return await self._db.run(func)
 
     async def create(self, assignment_id: str) -> DataKey:
         validate_assignment_id(assignment_id)
 
         def create(conn: sqlite3.Connection) -> DataKey:
-            with _transaction(conn):
+            with immediate_transaction(conn):
                 row = conn.execute(
                     "SELECT key_id, material, destroyed_at FROM data_keys WHERE assignment_id = ?",
                     (assignment_id,),
@@ -209,7 +174,7 @@ class SqliteKeyStore:
 
     async def destroy(self, assignment_id: str) -> bool:
         def destroy(conn: sqlite3.Connection) -> bool:
-            with _transaction(conn):
+            with immediate_transaction(conn):
                 row = conn.execute(
                     "SELECT key_id, created_at, material FROM data_keys WHERE assignment_id = ?",
                     (assignment_id,),
@@ -232,19 +197,6 @@ class SqliteKeyStore:
             return True
 
         return await self._run(destroy)
-
-
-@contextmanager
-def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
-    """BEGIN IMMEDIATE ... COMMIT, rolled back on any error."""
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        yield
-    except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise
-    conn.execute("COMMIT")
 
 
 def _key_of(row: sqlite3.Row, assignment_id: str) -> DataKey:

@@ -24,15 +24,12 @@ from __future__ import annotations
 
 import hashlib
 import sqlite3
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Callable, Final, Iterator, Literal, Sequence, TypeVar
+from typing import Callable, Final, Literal, Sequence, TypeVar
 
-import anyio
-import anyio.to_thread
-
+from gateway.sqlite_file import SqliteFile, immediate_transaction
 from gateway.store import EventStore, StoreError, StreamNotFound
 
 Kind = Literal["meter_id", "activation_code"]
@@ -153,58 +150,29 @@ def _dt(value: float) -> datetime:
 class UniqueIndex:
     """The index on one SQLite file. Create with ``await UniqueIndex.open(path)``."""
 
-    def __init__(self, conn: sqlite3.Connection, path: Path, ttl_s: float) -> None:
-        self._conn = conn
-        self.path = path
+    def __init__(self, db: SqliteFile, ttl_s: float) -> None:
+        self._db = db
+        self.path = db.path
         self.ttl = timedelta(seconds=ttl_s)
-        self._connection_lock = anyio.Lock()  # guards the one connection
-        self._closed = False
 
     @classmethod
     async def open(cls, path: str | Path, *, ttl_s: float = DEFAULT_TTL_S,
                    busy_timeout: float = 5.0) -> UniqueIndex:
         if ttl_s <= 0:
             raise ValueError(f"the reservation TTL must be positive, not {ttl_s}")
-        db_path = Path(path)
-
-        def connect() -> sqlite3.Connection:
-            conn = sqlite3.connect(
-                db_path, timeout=busy_timeout, isolation_level=None, check_same_thread=False
-            )
-            try:
-                conn.row_factory = sqlite3.Row
-                conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
-                # Rollback journal + secure_delete: a released digest leaves no copy in the file
-                # (a WAL would keep old frames; see gateway.personal.keys).
-                conn.execute("PRAGMA journal_mode = DELETE")
-                conn.execute("PRAGMA secure_delete = ON")
-                conn.execute("PRAGMA synchronous = FULL")
-                conn.executescript(_SCHEMA)
-            except BaseException:
-                conn.close()
-                raise
-            return conn
-
-        try:
-            conn = await anyio.to_thread.run_sync(connect)
-        except sqlite3.Error as exc:
-            raise UniqueIndexUnavailable(f"cannot open unique index {db_path}: {exc}") from exc
-        return cls(conn, db_path, ttl_s)
+        # Rollback journal + secure_delete: a released digest leaves no copy in the file (a WAL
+        # would keep old frames; see gateway.personal.keys).
+        db = await SqliteFile.open(
+            path, schema=_SCHEMA, what="unique index", unavailable=UniqueIndexUnavailable,
+            journal="delete", secure_delete=True, busy_timeout=busy_timeout,
+        )
+        return cls(db, ttl_s)
 
     async def aclose(self) -> None:
-        async with self._connection_lock:
-            if not self._closed:
-                self._closed = True
-                await anyio.to_thread.run_sync(self._conn.close)
+        await self._db.aclose()
 
     async def _run(self, func: Callable[[sqlite3.Connection], T]) -> T:
-        async with self._connection_lock:
-            if self._closed:
-                raise UniqueIndexUnavailable(f"the unique index {self.path} is closed")
-            try:
-                return await anyio.to_thread.run_sync(func, self._conn)
-            except sqlite3.OperationalError as exc:
-                raise UniqueIndexUnavailable(f"unique index {self.path}: {exc}") from exc
+        return await self._db.run(func)
 
     # -- reserve / confirm / release --------------------------------------------------------------
 
@@ -219,7 +187,7 @@ class UniqueIndex:
         expires = at + self.ttl
 
         def reserve(conn: sqlite3.Connection) -> None:
-            with _transaction(conn):
+            with immediate_transaction(conn):
                 for value in values:
                     row = conn.execute(
                         "SELECT owner, status FROM unique_values WHERE kind = ? AND digest = ?",
@@ -268,7 +236,7 @@ class UniqueIndex:
         at = _ts(now or _now())
 
         def confirm(conn: sqlite3.Connection) -> None:
-            with _transaction(conn):
+            with immediate_transaction(conn):
                 for value in reservation.values:
                     updated = conn.execute(
                         "UPDATE unique_values SET status = 'confirmed', stream_id = ?, event_id = ?"
@@ -297,7 +265,7 @@ class UniqueIndex:
     async def release(self, reservation: Reservation) -> int:
         """Free values still only reserved by the owner (the append failed). Confirmed ones stay."""
         def release(conn: sqlite3.Connection) -> int:
-            with _transaction(conn):
+            with immediate_transaction(conn):
                 return sum(
                     conn.execute(
                         "DELETE FROM unique_values WHERE kind = ? AND digest = ? AND owner = ?"
@@ -313,7 +281,7 @@ class UniqueIndex:
         """Free every value of ``owner``, confirmed or not (the assignment was forgotten); the
         rows are overwritten in the file (secure_delete) and the file compacted."""
         def release(conn: sqlite3.Connection) -> int:
-            with _transaction(conn):
+            with immediate_transaction(conn):
                 count = conn.execute("DELETE FROM unique_values WHERE owner = ?", (owner,)).rowcount
             conn.execute("VACUUM")
             return count
@@ -346,7 +314,7 @@ class UniqueIndex:
                 # Conditions repeated: a writer may have confirmed or refreshed it meanwhile.
                 where = (" WHERE owner = ? AND stream_id = ? AND event_id = ? AND status = 'reserved'"
                          " AND expires_at <= ?")
-                with _transaction(conn):
+                with immediate_transaction(conn):
                     if appended:
                         sql = "UPDATE unique_values SET status = 'confirmed'" + where
                     else:
@@ -384,18 +352,6 @@ async def _event_in_store(store: EventStore, stream_id: str, event_id: str) -> b
     except StreamNotFound:
         return False
     return any(event.event_id == event_id for event in events)
-
-
-@contextmanager
-def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        yield
-    except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise
-    conn.execute("COMMIT")
 
 
 __all__ = [

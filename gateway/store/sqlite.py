@@ -1,8 +1,7 @@
 """Embedded SQLite backend of the event store (the default on the substation box).
 
-One file, WAL journal and ``synchronous=FULL`` so a committed append survives a power cut. A single
-connection is shared by all tasks: an ``anyio.Lock`` serialises access and every blocking sqlite call
-runs in a worker thread, so the event loop never waits on the disk. ``append_batch`` writes all of its
+One file, WAL journal and ``synchronous=FULL`` so a committed append survives a power cut; the
+connection is owned through ``gateway.sqlite_file`` (serialised, blocking calls in a worker thread). ``append_batch`` writes all of its
 requests in one ``BEGIN IMMEDIATE`` transaction with a savepoint per request, so one stream's conflict
 is reported on its own without undoing the others. ``position`` (AUTOINCREMENT, never reused) is the
 global commit order that ``read_all`` checkpoints refer to.
@@ -17,9 +16,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Callable, Sequence, TypeVar
 
-import anyio
-import anyio.to_thread
-
+from gateway.sqlite_file import SqliteFile, immediate_transaction
 from gateway.store import codec
 from gateway.store.base import BatchOutcome, ReadAllPage, StoreStats
 from gateway.store.errors import (
@@ -116,65 +113,25 @@ def _validate(request: AppendRequest) -> None:
 class SqliteEventStore:
     """``EventStore`` on one SQLite file. Create with ``await SqliteEventStore.open(path)``."""
 
-    def __init__(self, conn: sqlite3.Connection, path: Path) -> None:
-        self._conn = conn
-        self.path = path
+    def __init__(self, db: SqliteFile) -> None:
+        self._db = db
+        self.path = db.path
         self.stats = StoreStats()
-        # Guards the one connection: sqlite3 connections must not be used by two threads at once,
-        # and a transaction must not interleave with another task's statements.
-        self._connection_lock = anyio.Lock()
-        self._closed = False
 
     @classmethod
     async def open(cls, path: str | Path, *, busy_timeout: float = 5.0) -> SqliteEventStore:
         """Open (creating if needed) the store at ``path``; ``busy_timeout`` in seconds."""
-        db_path = Path(path)
-
-        def connect() -> sqlite3.Connection:
-            # isolation_level=None: we issue BEGIN/COMMIT ourselves (the module's implicit
-            # transactions would otherwise start a DEFERRED one before our writes).
-            conn = sqlite3.connect(
-                db_path, timeout=busy_timeout, isolation_level=None, check_same_thread=False
-            )
-            try:
-                conn.row_factory = sqlite3.Row
-                conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
-                mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-                if str(mode).lower() != "wal":
-                    raise sqlite3.OperationalError(f"cannot switch {db_path} to WAL (got {mode})")
-                # An edge box loses power: FULL syncs the WAL at every commit, so an
-                # acknowledged append is on disk.
-                conn.execute("PRAGMA synchronous = FULL")
-                conn.executescript(_SCHEMA)
-            except BaseException:
-                conn.close()
-                raise
-            return conn
-
-        try:
-            conn = await anyio.to_thread.run_sync(connect)
-        except sqlite3.OperationalError as exc:
-            raise StoreUnavailable(f"cannot open event store {db_path}: {exc}") from exc
-        return cls(conn, db_path)
+        db = await SqliteFile.open(
+            path, schema=_SCHEMA, what="event store", unavailable=StoreUnavailable,
+            busy_timeout=busy_timeout,
+        )
+        return cls(db)
 
     async def aclose(self) -> None:
-        async with self._connection_lock:
-            if not self._closed:
-                self._closed = True
-                await anyio.to_thread.run_sync(self._conn.close)
+        await self._db.aclose()
 
     async def _run(self, func: Callable[[sqlite3.Connection], T], stream_id: str | None = None) -> T:
-        """Run ``func`` with the connection in a worker thread, one caller at a time."""
-        async with self._connection_lock:
-            if self._closed:
-                raise StoreUnavailable("the event store is closed", stream_id)
-            try:
-                # Not abandoned on cancellation: the thread finishes its transaction first, so the
-                # connection is never left inside one. (An append cancelled this way may have
-                # committed; the caller's retry is then an idempotent one.)
-                return await anyio.to_thread.run_sync(func, self._conn)
-            except sqlite3.OperationalError as exc:
-                raise StoreUnavailable(f"sqlite: {exc}", stream_id) from exc
+        return await self._db.run(func, unavailable=lambda message: StoreUnavailable(message, stream_id))
 
     async def pragmas(self) -> dict[str, int | str]:
         """The durability settings in force on the store's connection, as SQLite reports them."""
@@ -226,20 +183,25 @@ class SqliteEventStore:
 
         self.stats.writes += 1
         self.stats.appends += len(requests)
+        def batch_in_transaction(conn: sqlite3.Connection) -> list[BatchOutcome]:
+            with immediate_transaction(conn):
+                return batch(conn)
+
         return await self._run(
-            lambda conn: _write_transaction(conn, batch),
+            batch_in_transaction,
             requests[0].stream_id if len(requests) == 1 else None,
         )
 
     async def delete_stream(self, stream_id: str) -> None:
         def delete(conn: sqlite3.Connection) -> None:
-            if conn.execute("DELETE FROM streams WHERE stream_id = ?", (stream_id,)).rowcount == 0:
-                raise StreamNotFound(stream_id)
-            conn.execute("DELETE FROM events WHERE stream_id = ?", (stream_id,))
-            conn.execute("DELETE FROM snapshots WHERE stream_id = ?", (stream_id,))
+            with immediate_transaction(conn):
+                if conn.execute("DELETE FROM streams WHERE stream_id = ?", (stream_id,)).rowcount == 0:
+                    raise StreamNotFound(stream_id)
+                conn.execute("DELETE FROM events WHERE stream_id = ?", (stream_id,))
+                conn.execute("DELETE FROM snapshots WHERE stream_id = ?", (stream_id,))
 
         self.stats.writes += 1
-        await self._run(lambda conn: _write_transaction(conn, delete), stream_id)
+        await self._run(delete, stream_id)
 
     async def save_snapshot(self, snapshot: Snapshot) -> None:
         if snapshot.version < 1:
@@ -358,23 +320,6 @@ def _recorded_at(metadata_json: str | None) -> datetime | None:
     if metadata_json is None:
         return None
     return codec.metadata_from_dict(codec.loads(metadata_json)).recorded_at
-
-
-def _write_transaction(conn: sqlite3.Connection, body: Callable[[sqlite3.Connection], T]) -> T:
-    """Run ``body`` in one transaction that holds the write lock from its first statement."""
-    # IMMEDIATE takes the write lock up front, so a head read inside cannot move before the write.
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        result = body(conn)
-        conn.execute("COMMIT")
-    except BaseException:
-        if conn.in_transaction:
-            try:
-                conn.execute("ROLLBACK")
-            except sqlite3.Error:
-                pass  # the original error is the one worth reporting
-        raise
-    return result
 
 
 def _head(conn: sqlite3.Connection, stream_id: str) -> int:
