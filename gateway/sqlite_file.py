@@ -45,9 +45,14 @@ class SqliteFile:
         unavailable: ErrorFactory,
         journal: Literal["wal", "delete"] = "wal",
         secure_delete: bool = False,
+        synchronous: Literal["full", "normal"] = "full",
         busy_timeout: float = 5.0,
     ) -> SqliteFile:
-        """Open (creating if needed) ``path`` with ``synchronous=FULL`` and run ``schema``.
+        """Open (creating if needed) ``path`` and run ``schema``.
+
+        ``synchronous="full"`` (the default) for files that hold the only copy of something;
+        ``"normal"`` only for files rebuilt from others (views), where losing the last commits in a
+        power cut costs a replay, not data.
 
         ``journal="wal"`` suits append-heavy files read while written; ``"delete"`` (a rollback
         journal) with ``secure_delete`` suits files whose deleted rows must leave no copy behind (a
@@ -73,7 +78,7 @@ class SqliteFile:
                     conn.execute("PRAGMA temp_store = MEMORY")
                 # An edge box loses power: FULL syncs at every commit, so what was acknowledged
                 # is on disk.
-                conn.execute("PRAGMA synchronous = FULL")
+                conn.execute(f"PRAGMA synchronous = {synchronous.upper()}")
                 conn.executescript(schema)
             except BaseException:
                 conn.close()

@@ -16,6 +16,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Callable, Sequence, TypeVar
 
+import anyio
+import anyio.to_thread
+
 from gateway.sqlite_file import SqliteFile, immediate_transaction
 from gateway.store import codec
 from gateway.store.base import BatchOutcome, ReadAllPage, StoreStats
@@ -253,13 +256,7 @@ class SqliteEventStore:
     async def read_all(self, checkpoint: str | None = None, limit: int = 1000) -> ReadAllPage:
         if limit < 1:
             raise ValueError(f"read_all limit must be at least 1, not {limit}")
-        if checkpoint is None:
-            after = 0
-        else:
-            try:
-                after = int(checkpoint)
-            except ValueError:
-                raise ValueError(f"not a checkpoint of this SQLite store: {checkpoint!r}") from None
+        after = _position_of(checkpoint)
 
         def select(conn: sqlite3.Connection) -> list[RecordedEvent]:
             rows = conn.execute(
@@ -272,6 +269,26 @@ class SqliteEventStore:
         events = await self._run(select)
         next_checkpoint = str(events[-1].position) if events else checkpoint
         return ReadAllPage(events=events, checkpoint=next_checkpoint, done=len(events) < limit)
+
+    async def events_after(self, checkpoint: str | None) -> int:
+        """How many events were committed after a ``read_all`` checkpoint (projection lag)."""
+        after = _position_of(checkpoint)
+        uri = f"{self.path.resolve().as_uri()}?mode=ro"
+
+        def count() -> int:
+            # Its own read-only connection: the store's connection may be busy with a writer's
+            # flush, and a lag report must not queue behind it.
+            conn = sqlite3.connect(uri, uri=True, timeout=5.0)
+            try:
+                return int(conn.execute("SELECT count(*) FROM events WHERE position > ?", (after,)).fetchone()[0])
+            finally:
+                conn.close()
+
+        self.stats.reads += 1
+        try:
+            return await anyio.to_thread.run_sync(count)
+        except sqlite3.OperationalError as exc:
+            raise StoreUnavailable(f"event store {self.path}: {exc}") from exc
 
     async def load_snapshot(self, stream_id: str) -> Snapshot | None:
         def select(conn: sqlite3.Connection) -> sqlite3.Row | None:
@@ -320,6 +337,15 @@ def _recorded_at(metadata_json: str | None) -> datetime | None:
     if metadata_json is None:
         return None
     return codec.metadata_from_dict(codec.loads(metadata_json)).recorded_at
+
+
+def _position_of(checkpoint: str | None) -> int:
+    if checkpoint is None:
+        return 0
+    try:
+        return int(checkpoint)
+    except ValueError:
+        raise ValueError(f"not a checkpoint of this SQLite store: {checkpoint!r}") from None
 
 
 def _head(conn: sqlite3.Connection, stream_id: str) -> int:
