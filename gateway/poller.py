@@ -1,0 +1,555 @@
+"""One poll of one meter: connect, read what is due, normalize, store, record the meter's health.
+
+``Poller.poll(meter_id, steps, deadline=...)`` builds the transport and DLMS session from the fleet
+config and the meter's profile (``drivers.meters``), runs the readers for the due steps, and turns
+what was read into events (``gateway.normalize``) that go to the batched writer. The load profile is
+caught up from the last interval stored for the meter (read from the store through the repository,
+so it survives restarts) in range reads of at most a day each; the event log likewise from its
+newest stored entry (the meter state's ``event_log_ends``, with a copy in the health table).
+
+Failure is data, not an exception: every ``DriverError`` (and a missing secret, an unknown profile)
+becomes a ``StepError`` in the summary and the health row, and whatever was read before the failure
+is still stored. Reading stops at ``deadline`` (an ``anyio.current_time()`` instant), so a dead meter
+costs no more than that; storing what was read happens after, outside the deadline.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from collections import Counter, OrderedDict
+from contextlib import asynccontextmanager
+from pathlib import Path
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import AsyncIterator, Callable, Iterable, Mapping
+
+import anyio
+
+from drivers.errors import AccessDenied, DriverError
+from drivers.meters import MeterProfile, profile_for
+from drivers.readers import (
+    ScalerUnitCache,
+    read_clock,
+    read_event_log,
+    read_identity,
+    read_profile,
+    read_registers,
+)
+from drivers.readings import (
+    ClockReading,
+    EventLogEntry,
+    Identity,
+    ProfileReading,
+    RegisterReading,
+    RegisterRefused,
+)
+from drivers.security import HlsGmacSecurity, LowLevelSecurity, NoSecurity, SecuritySettings
+from drivers.session import DlmsSession, FileInvocationCounterStore, InvocationCounterStore
+from drivers.transport.base import Transport
+from drivers.transport.hdlc import HdlcTcpTransport
+from drivers.transport.wrapper import WrapperTransport
+from gateway.config.errors import SecretUnavailable
+from gateway.config.model import ConcentratorConfig, FleetConfig, MeterConfig, OpticalPortConfig, SqliteStoreConfig
+from gateway.events import ReadingGapDetected, SuspectReadingFlagged
+from gateway.health import HealthStore, PollOutcome
+from gateway.meter import MeterState
+from gateway.logsetup import register_secret
+from gateway.normalize import AppendPlan, NormalizeSettings, load_states, needed_years, normalize
+from gateway.poll_result import PollResult, PollStep, StepError
+from gateway.repository import MeterRepository
+from gateway.store.base import EventStore
+from gateway.store.errors import EventIdConflict, StoreError, StreamNotFound
+from gateway.store.model import NewEvent
+from gateway.store.sqlite import SqliteEventStore
+from gateway.streams import stream_id
+from gateway.writer import BatchedWriter, WriterError
+
+log = logging.getLogger(__name__)
+
+# The steps a poll can run, in the order one session runs them.
+STEP_ORDER: tuple[PollStep, ...] = ("identity", "clock", "registers", "load_profile", "event_log")
+NOT_ATTEMPTED = "NotAttempted"
+ONE_SECOND = timedelta(seconds=1)
+
+
+def utc_now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+@dataclass(frozen=True, slots=True)
+class PollerSettings:
+    profile_backfill: timedelta = timedelta(days=1)  # first contact: how far back to read the profile
+    max_catch_up: timedelta = timedelta(days=7)  # profile read per poll at most; the rest next poll
+    chunk: timedelta = timedelta(days=1)  # one range read (one block transfer) covers at most this
+    event_log_backfill: timedelta = timedelta(days=7)  # no cursor yet: read the log this far back
+    session_retries: int = 1  # exchange re-sends inside one session (after a timeout or bad frame)
+
+    def __post_init__(self) -> None:
+        if self.chunk <= timedelta(0) or self.chunk > timedelta(days=1):
+            raise ValueError(f"chunk must be positive and at most a day, got {self.chunk}")
+        for name in ("profile_backfill", "max_catch_up", "event_log_backfill"):
+            if getattr(self, name) <= timedelta(0):
+                raise ValueError(f"{name} must be positive")
+        if self.session_retries < 0:
+            raise ValueError("session_retries cannot be negative")
+
+
+@dataclass(frozen=True, slots=True)
+class PollSummary:
+    """What one poll did; ``errors`` say why a step failed (never with secrets)."""
+
+    meter_id: str
+    started_at: datetime
+    steps: frozenset[PollStep]
+    errors: tuple[StepError, ...]
+    registers_read: int = 0
+    rows_read: int = 0
+    log_entries_read: int = 0
+    stored: Mapping[str, int] = field(default_factory=dict)  # event type -> events appended now
+    already_stored: int = 0  # events of this poll the store already had
+    streams: tuple[str, ...] = ()
+    duration_s: float = 0.0
+    retryable: bool = False  # a failure a new session may cure (timeout, lost link), not a config error
+    store_error: str | None = None  # storing failed: what was read is not stored (read again next poll)
+    attempts: int = 1  # sessions used (the scheduler's retries merge into one summary)
+    result: PollResult | None = field(default=None, repr=False, compare=False)  # the readings
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors and self.store_error is None
+
+    @property
+    def failed_steps(self) -> frozenset[PollStep]:
+        return frozenset(error.step for error in self.errors)
+
+    @property
+    def first_error(self) -> StepError | None:
+        real = [e for e in self.errors if e.kind != NOT_ATTEMPTED]
+        return real[0] if real else (self.errors[0] if self.errors else None)
+
+    def describe_error(self) -> str | None:
+        error = self.first_error
+        if error is None:
+            return None if self.store_error is None else f"store: {self.store_error}"
+        where = f" ({error.obis})" if error.obis else ""
+        return f"{error.kind} in {error.step}{where}: {error.message}"
+
+
+def catch_up_ranges(
+    last_end: datetime | None, now: datetime, settings: PollerSettings
+) -> list[tuple[datetime, datetime]]:
+    """The range reads that catch a load profile up from ``last_end`` (its last stored interval end;
+    None: never read, start ``profile_backfill`` ago) towards ``now``: contiguous, inclusive, each at
+    most ``settings.chunk`` long, ``settings.max_catch_up`` in all (the rest comes next poll)."""
+    start = now - settings.profile_backfill if last_end is None else last_end + ONE_SECOND
+    limit = min(now, start + settings.max_catch_up)
+    ranges = []
+    while start < limit:
+        end = min(start + settings.chunk, limit)
+        ranges.append((start, end))
+        start = end + ONE_SECOND  # range bounds are inclusive: do not read the boundary row twice
+    return ranges
+
+
+class CachingRepository(MeterRepository):
+    """``MeterRepository`` that keeps the state of recently polled meter-year streams in memory.
+
+    Without it every poll folds the stream's tail after its snapshot twice (for the catch-up
+    cursors, then for the normalizer): up to ``snapshot_every`` events, about 0.15 ms each. A cached
+    state is used only while the stream's head is still its version (one cheap read), so a state is
+    never stale: anything appended by someone else makes the next load fold from the store again.
+    """
+
+    def __init__(self, store: EventStore, snapshot_every: int = 100, capacity: int = 20_000) -> None:
+        super().__init__(store, snapshot_every)
+        self.capacity = capacity
+        self._states: OrderedDict[str, MeterState] = OrderedDict()
+
+    async def load(self, meter_id: str, year: int) -> MeterState:
+        stream = stream_id(meter_id, year)
+        cached = self._states.get(stream)
+        if cached is not None and await self.store.head(stream) == cached.version:
+            self._states.move_to_end(stream)
+            return cached
+        state = await super().load(meter_id, year)
+        self.remember(meter_id, year, state)
+        return state
+
+    def remember(self, meter_id: str, year: int, state: MeterState) -> None:
+        """Keep ``state`` as the state of the meter's ``year`` stream (after an append of ours)."""
+        stream = stream_id(meter_id, year)
+        self._states[stream] = state
+        self._states.move_to_end(stream)
+        while len(self._states) > self.capacity:
+            self._states.popitem(last=False)
+
+
+class _Reads:
+    """What one session has read so far; kept when the deadline cuts the session short."""
+
+    def __init__(self) -> None:
+        self.identity: Identity | None = None
+        self.clock: ClockReading | None = None
+        self.registers: list[RegisterReading | RegisterRefused] = []
+        self.profiles: list[ProfileReading] = []
+        self.events: list[EventLogEntry] = []
+        self.errors: list[StepError] = []
+        self.done: set[PollStep] = set()
+
+
+class Poller:
+    """Polls meters of one fleet into one store. One poll per meter at a time (the scheduler's job)."""
+
+    def __init__(
+        self,
+        fleet: FleetConfig,
+        repository: MeterRepository,
+        writer: BatchedWriter,
+        health: HealthStore,
+        *,
+        counters: InvocationCounterStore,
+        settings: PollerSettings | None = None,
+        now: Callable[[], datetime] = utc_now,
+        environ: Mapping[str, str] | None = None,
+    ) -> None:
+        self.fleet = fleet
+        self.repository = repository
+        self.writer = writer
+        self.health = health
+        self.counters = counters
+        self.settings = settings or PollerSettings()
+        self.now = now
+        self.environ = environ if environ is not None else os.environ
+        self.normalize_settings = NormalizeSettings.from_fleet(fleet)
+        self.scalers = ScalerUnitCache()
+
+    # -- one poll ---------------------------------------------------------------------------
+
+    async def poll(
+        self, meter_id: str, steps: Iterable[PollStep], *, deadline: float | None = None
+    ) -> PollSummary:
+        """Read ``steps`` of ``meter_id`` until ``deadline`` (anyio time), store, record health."""
+        meter = self.fleet.meter(meter_id)
+        started_at = self.now()
+        t0 = anyio.current_time()
+        state = await self.repository.current(meter_id, started_at.year)
+        due = set(steps)
+        if state.identity is None:
+            due.add("identity")  # first contact: MeterRegistered before anything else
+        ordered = [step for step in STEP_ORDER if step in due]
+        health = await self.health.get(meter_id)
+        cursors = dict(health.event_log_cursors) if health is not None else {}
+        # The store's own record of the newest logged entry per log wins over the health table's
+        # copy (which is kept for states folded by code that does not track event logs).
+        cursors.update(getattr(state, "event_log_ends", None) or {})
+
+        reads = _Reads()
+        retryable = False
+        try:
+            profile = profile_for(meter.make, meter.profile, meter.overrides, meter_id=meter.id)
+            session = self._session(meter, profile)
+        except (DriverError, SecretUnavailable, KeyError) as exc:
+            kind = "ConfigError" if isinstance(exc, KeyError) else type(exc).__name__
+            reads.errors.extend(StepError(step, kind, _safe(exc)) for step in ordered)
+        else:
+            retryable = await self._read(
+                session, meter, profile, ordered, state.interval_ends, cursors, started_at, reads, deadline
+            )
+
+        result = PollResult(
+            meter_id=meter_id, read_time=started_at, identity=reads.identity, clock=reads.clock,
+            registers=tuple(reads.registers), profiles=tuple(reads.profiles), events=tuple(reads.events),
+            errors=tuple(reads.errors),
+        )
+        store_error: str | None = None
+        try:
+            stored, already, streams, plans = await self._store(meter, result)
+        except (StoreError, WriterError) as exc:
+            # The store is down or refused: the readings are lost for now, the next poll reads them
+            # again (the profile and log cursors did not move). The fleet goes on.
+            log.error("meter %s: storing the poll failed: %s", meter_id, exc)
+            store_error = f"{type(exc).__name__}: {exc}"
+            stored, already, streams, plans = {}, 0, (), []
+        summary = PollSummary(
+            meter_id=meter_id, started_at=started_at, steps=frozenset(ordered), errors=result.errors,
+            registers_read=sum(1 for r in result.registers if isinstance(r, RegisterReading)),
+            rows_read=sum(len(p.rows) for p in result.profiles), log_entries_read=len(result.events),
+            stored=stored, already_stored=already, streams=streams,
+            duration_s=anyio.current_time() - t0, retryable=retryable, store_error=store_error,
+            result=result,
+        )
+        await self.health.record(self._outcome(meter, summary, result, plans, state.interval_ends, started_at))
+        return summary
+
+    # -- session and reads ------------------------------------------------------------------
+
+    def _session(self, meter: MeterConfig, profile: MeterProfile) -> DlmsSession:
+        connection = self.fleet.connection(meter.connection)
+        return DlmsSession(
+            self._transport(meter, profile, connection),
+            security=self._security(meter),
+            timeout_s=connection.timeouts.response_s,
+            retries=self.settings.session_retries,
+            use_release=profile.use_release,
+            max_pdu_size=profile.max_pdu_size,
+            invocation_counters=self.counters,
+        )
+
+    def _transport(
+        self, meter: MeterConfig, profile: MeterProfile, connection: ConcentratorConfig | OpticalPortConfig
+    ) -> Transport:
+        client = _given(meter.client_address, profile.client_address_for(meter.security.level))
+        logical = _given(meter.logical_address, profile.server_logical_address)
+        physical = _given(meter.physical_address, profile.server_physical_address)
+        if isinstance(connection, OpticalPortConfig):
+            from drivers.transport.optical import OpticalTransport  # pyserial only where needed
+
+            return OpticalTransport(
+                meter.id, connection.device, mode_e=connection.sign_on == "mode_e", baud_rate=connection.baud,
+                client_address=client, server_logical_address=logical,
+                server_physical_address=physical, link_timeout_s=connection.timeouts.response_s,
+            )
+        if connection.framing == "wrapper":
+            return WrapperTransport(
+                meter.id, connection.host, connection.port, client_wport=client,
+                server_wport=_given(meter.wport, profile.server_wport), connect_timeout_s=connection.timeouts.connect_s,
+            )
+        return HdlcTcpTransport(
+            meter.id, connection.host, connection.port, connect_timeout_s=connection.timeouts.connect_s,
+            client_address=client, server_logical_address=logical,
+            server_physical_address=physical, link_timeout_s=connection.timeouts.response_s,
+        )
+
+    def _security(self, meter: MeterConfig) -> SecuritySettings:
+        sec = meter.security
+        if sec.level == "lls":
+            assert sec.password is not None  # load_config guarantees it
+            password = sec.password.resolve(self.environ).reveal()
+            register_secret(password)
+            return LowLevelSecurity(password)
+        if sec.level == "hls_gmac":
+            assert sec.authentication_key is not None and sec.encryption_key is not None
+            ak = sec.authentication_key.resolve_key(16, self.environ).reveal()
+            ek = sec.encryption_key.resolve_key(16, self.environ).reveal()
+            register_secret(ak)
+            register_secret(ek)
+            return HlsGmacSecurity(ak, ek, sec.client_system_title)
+        return NoSecurity()
+
+    async def _read(
+        self,
+        session: DlmsSession,
+        meter: MeterConfig,
+        profile: MeterProfile,
+        steps: list[PollStep],
+        interval_ends: Mapping[str, datetime],
+        cursors: Mapping[str, datetime],
+        now: datetime,
+        reads: _Reads,
+        deadline: float | None,
+    ) -> bool:
+        """Run the steps in one session; returns True when a failure may be cured by a retry."""
+        current: PollStep = steps[0] if steps else "registers"
+        doing = "connecting and associating"
+        retryable = False
+        with anyio.CancelScope(deadline=deadline if deadline is not None else float("inf")) as scope:
+            try:
+                async with session:
+                    for current in steps:
+                        doing = f"reading {current}"
+                        try:
+                            await self._step(session, meter, profile, current, interval_ends, cursors, now, reads)
+                            reads.done.add(current)
+                        except AccessDenied as exc:
+                            # The meter refused one object; the association is still good.
+                            reads.errors.append(StepError(current, type(exc).__name__, _safe(exc)))
+            except DriverError as exc:
+                reads.errors.append(StepError(current, type(exc).__name__, _safe(exc)))
+                retryable = True
+        if scope.cancelled_caught:
+            budget = "" if deadline is None else " (per-meter deadline)"
+            reads.errors.append(StepError(current, "MeterTimeout", f"deadline reached while {doing}{budget}"))
+            retryable = True
+        failed = {e.step for e in reads.errors}
+        for step in steps:
+            if step not in reads.done and step not in failed:
+                reads.errors.append(StepError(step, NOT_ATTEMPTED, f"not read: the session ended while {doing}"))
+        return retryable
+
+    async def _step(
+        self,
+        session: DlmsSession,
+        meter: MeterConfig,
+        profile: MeterProfile,
+        step: PollStep,
+        interval_ends: Mapping[str, datetime],
+        cursors: Mapping[str, datetime],
+        now: datetime,
+        reads: _Reads,
+    ) -> None:
+        tz = meter.timezone
+        if step == "identity":
+            reads.identity = await read_identity(session, profile)
+        elif step == "clock":
+            reads.clock = await read_clock(session, tz, obis=profile.clock, quirks=profile.quirks, now=self.now)
+        elif step == "registers":
+            reads.registers.extend(await read_registers(
+                session, profile.registers, self.scalers, profile=profile, meter_tz=tz,
+            ))
+        elif step == "load_profile" and profile.load_profile is not None:
+            for start, end in catch_up_ranges(interval_ends.get(profile.load_profile), now, self.settings):
+                reads.profiles.append(await read_profile(
+                    session, profile.load_profile, start, end, meter_tz=tz, scaler_cache=self.scalers,
+                    profile=profile,
+                ))
+        elif step == "event_log":
+            for log_obis in profile.event_logs:
+                cursor = cursors.get(log_obis)
+                start = cursor + ONE_SECOND if cursor is not None else now - self.settings.event_log_backfill
+                if start < now:
+                    reads.events.extend(await read_event_log(
+                        session, log_obis, start, now, meter_tz=tz, profile=profile,
+                    ))
+
+    # -- storing ----------------------------------------------------------------------------
+
+    async def _store(
+        self, meter: MeterConfig, result: PollResult
+    ) -> tuple[dict[str, int], int, tuple[str, ...], list[AppendPlan]]:
+        if not (result.identity or result.clock or result.registers or result.profiles or result.events):
+            return {}, 0, (), []
+        states = await load_states(self.repository, meter.id, needed_years(result))
+        plans = normalize(result, states, meter, self.normalize_settings)
+        stored: Counter[str] = Counter()
+        already = 0
+        streams = []
+        for plan in plans:
+            if not plan.events:
+                continue
+            streams.append(plan.stream_id)
+            events = list(plan.events)
+            try:
+                append = await self.writer.submit(plan.stream_id, events)
+            except EventIdConflict:
+                # Facts read again that the state does not track (an event log re-read after the
+                # health table lost its cursor): drop what the stream already holds and append the rest.
+                events = await self._not_yet_stored(plan.stream_id, events)
+                already += len(plan.events) - len(events)
+                if not events:
+                    continue
+                append = await self.writer.submit(plan.stream_id, events)
+            if append.already_done:
+                already += len(events)
+                continue
+            stored.update(event.type for event in events)
+            if append.last_version == plan.state_after.version:
+                await self.repository.maybe_snapshot(meter.id, plan.year, plan.state_after)
+                if isinstance(self.repository, CachingRepository):
+                    self.repository.remember(meter.id, plan.year, plan.state_after)
+        return dict(stored), already, tuple(streams), plans
+
+    async def _not_yet_stored(self, stream_id: str, events: list[NewEvent]) -> list[NewEvent]:
+        try:
+            present = {e.event_id for e in await self.repository.store.load(stream_id)}
+        except StreamNotFound:
+            present = set()
+        return [e for e in events if e.event_id not in present]
+
+    def _outcome(
+        self,
+        meter: MeterConfig,
+        summary: PollSummary,
+        result: PollResult,
+        plans: list[AppendPlan],
+        ends_before: Mapping[str, datetime],
+        at: datetime,
+    ) -> PollOutcome:
+        gaps = suspects = 0
+        last_suspect: str | None = None
+        period_s = result.profiles[0].capture_period_s if result.profiles else 900
+        ends = list(ends_before.values())
+        for plan in plans:
+            ends.extend(plan.state_after.interval_ends.values())
+            for event in plan.domain_events:
+                if isinstance(event, ReadingGapDetected):
+                    gaps += max(1, int((event.gap_end - event.gap_start).total_seconds() // period_s))
+                elif isinstance(event, SuspectReadingFlagged):
+                    suspects += 1
+                    last_suspect = f"{event.obis} at {event.capture_time.isoformat()}: {event.reason}"
+        last_end = max(ends) if ends else None
+        behind = None if last_end is None else max(0, int((at - last_end).total_seconds() // max(period_s, 1)))
+        cursors: dict[str, datetime] = {}
+        if summary.store_error is None:  # a cursor moves only past entries that are stored
+            for entry in result.events:
+                if entry.time is not None and (entry.log_obis not in cursors or entry.time > cursors[entry.log_obis]):
+                    cursors[entry.log_obis] = entry.time
+        return PollOutcome(
+            meter_id=meter.id, at=at, ok=summary.ok, error=summary.describe_error(),
+            last_interval_end=last_end, intervals_behind=behind, new_gap_intervals=gaps,
+            new_suspects=suspects, last_suspect=last_suspect, event_log_cursors=cursors,
+        )
+
+
+class UnsupportedStore(Exception):
+    """The fleet's store kind cannot be polled into by this build."""
+
+
+def counters_directory(db_path: Path) -> Path:
+    """Where the client invocation counters of HLS meters live: next to the store file."""
+    return db_path.with_name(db_path.name + ".invocation-counters")
+
+
+@asynccontextmanager
+async def open_poller(
+    fleet: FleetConfig,
+    *,
+    db_path: Path | None = None,
+    now: Callable[[], datetime] = utc_now,
+    settings: PollerSettings | None = None,
+    counters: InvocationCounterStore | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> AsyncIterator[Poller]:
+    """A ``Poller`` with its store, health table and batched writer; leaving flushes the writer.
+
+    ``db_path`` overrides the fleet's SQLite store path. A Cosmos DB store needs the local outbox
+    (store-and-forward), which this function does not build yet: UnsupportedStore.
+    """
+    if db_path is None:
+        if not isinstance(fleet.store, SqliteStoreConfig):
+            raise UnsupportedStore(
+                f"{fleet.source}: store kind cosmos needs the local outbox (store-and-forward), which is "
+                "not part of this build yet; use [store] kind = \"sqlite\""
+            )
+        db_path = fleet.store.path
+    db_path.parent.mkdir(parents=True, exist_ok=True)
+    store = await SqliteEventStore.open(db_path)
+    try:
+        health = await HealthStore.open(db_path)
+        try:
+            async with BatchedWriter(store) as writer:
+                yield Poller(
+                    fleet, CachingRepository(store), writer, health,
+                    counters=counters or FileInvocationCounterStore(counters_directory(db_path)),
+                    settings=settings, now=now, environ=environ,
+                )
+        finally:
+            await health.aclose()
+    finally:
+        await store.aclose()
+
+
+def _given(configured: int | None, default: int) -> int:
+    """The fleet config's address when it sets one (0 is a valid wPort), else the profile's."""
+    return default if configured is None else configured
+
+
+def _safe(exc: BaseException) -> str:
+    """An error's message for summaries and health: drivers' and config errors never carry secrets."""
+    text = str(exc)
+    return text if text else type(exc).__name__
+
+
+__all__ = [
+    "NOT_ATTEMPTED", "STEP_ORDER", "CachingRepository", "Poller", "catch_up_ranges", "PollerSettings", "PollSummary", "UnsupportedStore",
+    "counters_directory", "open_poller", "utc_now",
+]

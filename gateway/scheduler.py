@@ -1,0 +1,276 @@
+"""The scheduler: when each meter is polled, how many sessions run at once, and how failures retry.
+
+Every meter has one job. A job wakes at the next due slot of any of its schedules (registers, load
+profile, clock check, event log), runs one poll with every step due then (one association reads
+them all), and sleeps again. Slots are spread over the interval: meter ``i`` of ``n`` is offset by
+``i/n`` of the interval, plus a jitter drawn in ``[0, jitter_s)`` from an RNG seeded with (seed,
+meter, schedule, slot), so the fleet does not hit the concentrators all at :00 and a run is
+reproducible.
+
+Concurrency limits (anyio ``CapacityLimiter``), taken in this order so that a meter waiting for a
+busy bus never holds a global slot: one per connection (``max_sessions`` of a concentrator; 1 for an
+RS-485 bus, whose meters share one line; 1 for an optical port), then the global
+``max_concurrent_polls``. The per-meter deadline starts once both are held, and bounds the poll and
+its retries together: a dead meter costs its bus and the fleet no more than ``meter_deadline_s``.
+Retries (for failures a new session may cure) wait an exponential backoff with jitter, and only
+re-read the steps that failed.
+
+``stop()`` ends the jobs at their next wait; polls in flight finish (within their deadline) first.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import random
+from collections import Counter
+from contextlib import asynccontextmanager
+from dataclasses import replace
+from datetime import datetime
+from typing import AsyncIterator, Callable, Iterable, Mapping, Protocol
+
+import anyio
+from anyio import CapacityLimiter
+
+from gateway.config.model import FleetConfig, Limits, MeterConfig, Schedule
+from gateway.poll_result import PollStep, StepError
+from gateway.poller import PollSummary
+
+log = logging.getLogger(__name__)
+
+# Which poll step each schedule of the fleet config triggers.
+SCHEDULE_STEPS: Mapping[str, PollStep] = {
+    "registers": "registers",
+    "load_profile": "load_profile",
+    "clock_check": "clock",
+    "event_log": "event_log",
+}
+ALL_STEPS: frozenset[PollStep] = frozenset({"identity", *SCHEDULE_STEPS.values()})
+# Steps due within this fraction of the shortest interval are read in the same session.
+COALESCE_FRACTION = 0.1
+
+
+class MeterPoller(Protocol):
+    """What the scheduler needs of a poller (``gateway.poller.Poller``)."""
+
+    now: Callable[[], datetime]
+
+    async def poll(
+        self, meter_id: str, steps: frozenset[PollStep], *, deadline: float | None = None
+    ) -> PollSummary: ...
+
+
+def backoff_delay(attempt: int, initial_s: float, max_s: float, rng: random.Random) -> float:
+    """Delay before retry ``attempt`` (1, 2, ...): exponential, capped, with "equal jitter".
+
+    The cap doubles per attempt from ``initial_s`` up to ``max_s``; the delay is uniform in
+    ``[cap/2, cap]``, so retries of meters that failed together (a concentrator reboot) spread out
+    but never come back immediately.
+    """
+    if attempt < 1:
+        raise ValueError(f"retry attempts count from 1, got {attempt}")
+    cap = min(max_s, initial_s * 2 ** min(attempt - 1, 60))
+    return rng.uniform(cap / 2, cap)
+
+
+def slot_time(
+    start: float, index: int, count: int, schedule: Schedule, slot: int, *, seed: int, meter_id: str, name: str
+) -> float:
+    """When slot ``slot`` (0, 1, ...) of ``schedule`` is due for meter ``index`` of ``count``."""
+    phase = schedule.interval_s * index / max(count, 1)
+    jitter = _rng(seed, meter_id, name, slot).uniform(0, schedule.jitter_s) if schedule.jitter_s > 0 else 0.0
+    return start + phase + slot * schedule.interval_s + jitter
+
+
+def _rng(seed: int, *parts: object) -> random.Random:
+    # A string seed is hashed with SHA-512 by random.Random: stable across runs and processes.
+    return random.Random(":".join([str(seed), *map(str, parts)]))
+
+
+class FleetLimits:
+    """The capacity limiters of one fleet: per connection (bus, concentrator, optical port) and global."""
+
+    def __init__(self, fleet: FleetConfig) -> None:
+        self.global_polls = CapacityLimiter(fleet.limits.max_concurrent_polls)
+        self.connections: dict[str, CapacityLimiter] = {c.id: CapacityLimiter(c.max_sessions) for c in fleet.concentrators}
+        # An optical probe talks to the one meter it is held against: one session at a time.
+        self.connections.update({o.id: CapacityLimiter(1) for o in fleet.optical_ports})
+
+    @asynccontextmanager
+    async def slot(self, meter: MeterConfig) -> AsyncIterator[None]:
+        async with self.connections[meter.connection], self.global_polls:
+            yield
+
+
+def merge_attempts(first: PollSummary, later: PollSummary) -> PollSummary:
+    """One summary for a poll and its retry: what both read and stored, the retry's errors."""
+    stored = Counter(first.stored)
+    stored.update(later.stored)
+    return replace(
+        later,
+        started_at=first.started_at,
+        steps=first.steps,
+        registers_read=first.registers_read + later.registers_read,
+        rows_read=first.rows_read + later.rows_read,
+        log_entries_read=first.log_entries_read + later.log_entries_read,
+        stored=dict(stored),
+        already_stored=first.already_stored + later.already_stored,
+        streams=tuple(dict.fromkeys([*first.streams, *later.streams])),
+        duration_s=first.duration_s + later.duration_s,
+        attempts=first.attempts + later.attempts,
+    )
+
+
+class Scheduler:
+    """Runs the polls of one fleet under its limits; see the module docstring."""
+
+    def __init__(
+        self,
+        fleet: FleetConfig,
+        poller: MeterPoller,
+        *,
+        seed: int = 0,
+        on_poll: Callable[[PollSummary], None] | None = None,
+        meters: Iterable[str] | None = None,
+    ) -> None:
+        self.fleet = fleet
+        self.poller = poller
+        self.seed = seed
+        self.on_poll = on_poll
+        self.limits = FleetLimits(fleet)
+        wanted = set(meters) if meters is not None else None
+        self.meters: tuple[MeterConfig, ...] = tuple(m for m in fleet.meters if wanted is None or m.id in wanted)
+        self._stop = anyio.Event()
+        self._rng = _rng(seed, "backoff")
+
+    @property
+    def policy(self) -> Limits:
+        return self.fleet.limits
+
+    def stop(self) -> None:
+        """Start no new poll; polls in flight finish (within their deadline)."""
+        self._stop.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    # -- one meter --------------------------------------------------------------------------
+
+    async def poll_meter(self, meter: MeterConfig, steps: frozenset[PollStep] = ALL_STEPS) -> PollSummary:
+        """One poll of ``meter`` under the limits, with its deadline and retries."""
+        summary = await self._poll_meter(meter, steps, abandon_on_stop=False)
+        assert summary is not None
+        return summary
+
+    async def _poll_meter(
+        self, meter: MeterConfig, steps: frozenset[PollStep], *, abandon_on_stop: bool
+    ) -> PollSummary | None:
+        async with self.limits.slot(meter):
+            if abandon_on_stop and self.stopping:
+                return None  # still waiting for its bus when the stop came: not in flight, not started
+            deadline = anyio.current_time() + self.policy.meter_deadline_s
+            summary = await self._attempt(meter, steps, deadline)
+            attempt = 0
+            while not summary.ok and summary.retryable and attempt < self.policy.retries and not self.stopping:
+                attempt += 1
+                delay = backoff_delay(attempt, self.policy.backoff_initial_s, self.policy.backoff_max_s, self._rng)
+                if anyio.current_time() + delay >= deadline:
+                    break  # no time left for another session within the meter's budget
+                log.info("meter %s: retry %d in %.2f s after %s", meter.id, attempt, delay, summary.describe_error())
+                await anyio.sleep(delay)
+                retry = await self._attempt(meter, summary.failed_steps, deadline)
+                summary = merge_attempts(summary, retry)
+        if summary.ok:
+            log.info("meter %s: polled %s, stored %d events in %.2f s", meter.id, ",".join(sorted(summary.steps)),
+                     sum(summary.stored.values()), summary.duration_s)
+        else:
+            log.warning("meter %s: %s; stored %d events", meter.id, summary.describe_error(),
+                        sum(summary.stored.values()))
+        if self.on_poll is not None:
+            self.on_poll(summary)
+        return summary
+
+    async def _attempt(self, meter: MeterConfig, steps: frozenset[PollStep], deadline: float) -> PollSummary:
+        try:
+            return await self.poller.poll(meter.id, steps, deadline=deadline)
+        except Exception as exc:
+            # A bug or an unexpected failure below (normalizer, health table): this meter's poll is
+            # lost, the fleet goes on. The traceback goes to the log; the summary says what it was.
+            log.exception("meter %s: poll failed unexpectedly", meter.id)
+            return PollSummary(
+                meter_id=meter.id, started_at=self.poller.now(), steps=steps,
+                errors=tuple(StepError(step, "InternalError", f"{type(exc).__name__}: {exc}") for step in sorted(steps)),
+            )
+
+    # -- a cycle of the whole fleet ---------------------------------------------------------
+
+    async def run_cycle(self, steps: frozenset[PollStep] = ALL_STEPS) -> list[PollSummary]:
+        """Poll every meter once (all at once, as the limits allow); summaries in fleet order."""
+        results: dict[str, PollSummary] = {}
+
+        async def one(meter: MeterConfig) -> None:
+            results[meter.id] = await self.poll_meter(meter, steps)
+
+        async with anyio.create_task_group() as tg:
+            for meter in self.meters:
+                tg.start_soon(one, meter, name=f"poll {meter.id}")
+        return [results[m.id] for m in self.meters if m.id in results]
+
+    # -- long-running -----------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Poll every meter on its schedules until ``stop()`` (or cancellation)."""
+        start = anyio.current_time()
+        async with anyio.create_task_group() as tg:
+            for index, meter in enumerate(self.meters):
+                tg.start_soon(self._meter_job, start, index, meter, name=f"meter job {meter.id}")
+
+    async def _meter_job(self, start: float, index: int, meter: MeterConfig) -> None:
+        schedules = {
+            name: schedule
+            for name in SCHEDULE_STEPS
+            if (schedule := getattr(self.fleet.schedules, name)).enabled
+        }
+        if not schedules:
+            return
+        count = len(self.meters)
+        slots = dict.fromkeys(schedules, 0)
+        coalesce_s = COALESCE_FRACTION * min(s.interval_s for s in schedules.values())
+
+        def due_at(name: str) -> float:
+            return slot_time(start, index, count, schedules[name], slots[name], seed=self.seed,
+                             meter_id=meter.id, name=name)
+
+        while not self.stopping:
+            wake = min(due_at(name) for name in schedules)
+            if not await self._sleep_until(wake):
+                return
+            # Steps due within a short window share the session rather than each opening its own.
+            horizon = anyio.current_time() + coalesce_s
+            due = [name for name in schedules if due_at(name) <= horizon]
+            steps: set[PollStep] = {SCHEDULE_STEPS[name] for name in due}
+            if "clock" in steps:
+                steps.add("identity")  # with the clock check: notices a firmware change
+            if await self._poll_meter(meter, frozenset(steps), abandon_on_stop=True) is None:
+                return
+            now = anyio.current_time()
+            for name in due:
+                # The next slot after now: a poll that overran its interval skips slots rather
+                # than running them back to back.
+                interval = schedules[name].interval_s
+                phase_start = start + interval * index / max(count, 1)
+                slots[name] = max(slots[name] + 1, math.floor((now - phase_start) / interval) + 1)
+
+    async def _sleep_until(self, wake: float) -> bool:
+        """Sleep until ``wake``; False when stop() came first."""
+        delay = wake - anyio.current_time()
+        if delay > 0:
+            with anyio.move_on_after(delay):
+                await self._stop.wait()
+        return not self.stopping
+
+
+__all__ = [
+    "ALL_STEPS", "SCHEDULE_STEPS", "FleetLimits", "MeterPoller", "Scheduler", "backoff_delay", "merge_attempts",
+    "slot_time",
+]

@@ -1,0 +1,64 @@
+"""`gateway bench store` as a real subprocess, with tiny sizes: a functional check, not a timing."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import gateway
+from gateway.store.sqlite import SqliteEventStore
+
+REPO_ROOT = Path(gateway.__file__).resolve().parent.parent
+
+
+def run_gateway(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "gateway", *args],
+        capture_output=True, text=True, timeout=120, check=False,
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+    )
+
+
+@pytest.mark.anyio
+async def test_bench_store_json_reports_figures_and_stores_every_event(tmp_path: Path) -> None:
+    work = tmp_path / "bench"
+    done = run_gateway(
+        "bench", "store", "--backend", "sqlite", "--meters", "3", "--events", "60",
+        "--json", "--db", str(work),
+    )
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    for key in ("events_per_s", "baseline_events_per_s", "ratio", "p50_append_ms", "p99_append_ms"):
+        assert isinstance(report[key], float) and report[key] > 0, key
+    assert report["reads_per_append"] == 0
+    assert (report["meters"], report["events"], report["batch"]) == (3, 60, 500)
+    expected_ratio = report["events_per_s"] / report["baseline_events_per_s"]
+    assert report["ratio"] == pytest.approx(expected_ratio)
+    assert report["appends"] > 0
+
+    # 1 warm-up poll per meter + 60/6 = 10 measured polls round-robin: 5, 4, 4 polls of 6 events.
+    store = await SqliteEventStore.open(work / "writer.db")
+    try:
+        heads = {info.stream_id: info.head for info in await store.list_streams("Meter:")}
+    finally:
+        await store.aclose()
+    assert sorted(heads.values()) == [24, 24, 30]
+    assert sum(heads.values()) == 60 + report["warmup_events"]
+
+
+def test_bench_store_refuses_to_reuse_a_store(tmp_path: Path) -> None:
+    (tmp_path / "writer.db").write_bytes(b"")
+    done = run_gateway("bench", "store", "--meters", "1", "--events", "6", "--db", str(tmp_path))
+    assert done.returncode == 1
+    assert "already exists" in done.stderr
+
+
+def test_bench_store_unknown_backend_is_a_usage_error() -> None:
+    done = run_gateway("bench", "store", "--backend", "nosuch")
+    assert done.returncode == 2
+    assert "invalid choice: 'nosuch'" in done.stderr
+    assert "'cosmos'" in done.stderr and "'sqlite'" in done.stderr
