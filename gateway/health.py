@@ -6,8 +6,8 @@ the config. It is operational state, not history: the events are the truth, and 
 loses nothing but the status view and the event-log read cursors (the poller then re-reads a window
 of the log and drops what is already stored).
 
-The gateway writes it through its own connection (WAL lets it sit beside the store's connection);
-every call runs in a worker thread.
+The gateway writes it through its own connection (WAL lets it sit beside the store's connection),
+owned through ``gateway.sqlite_file``.
 """
 from __future__ import annotations
 
@@ -18,8 +18,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable, Mapping, TypeVar
 
-import anyio
-import anyio.to_thread
+from gateway.sqlite_file import SqliteFile, immediate_transaction
 
 T = TypeVar("T")
 
@@ -117,10 +116,9 @@ def _row_to_health(row: sqlite3.Row) -> MeterHealth:
 class HealthStore:
     """The ``meter_health`` table of one SQLite file. Create with ``await HealthStore.open(path)``."""
 
-    def __init__(self, conn: sqlite3.Connection, path: Path) -> None:
-        self._conn = conn
-        self.path = path
-        self._lock = anyio.Lock()  # one sqlite3 connection: one thread at a time
+    def __init__(self, db: SqliteFile) -> None:
+        self._db = db
+        self.path = db.path
 
     @classmethod
     async def open(cls, path: str | Path, *, create: bool = True) -> HealthStore:
@@ -128,45 +126,25 @@ class HealthStore:
         db_path = Path(path)
         if not create and not db_path.exists():
             raise HealthError(f"{db_path} does not exist: the gateway has not run with this store yet")
-
-        def connect() -> sqlite3.Connection:
-            conn = sqlite3.connect(db_path, timeout=5.0, isolation_level=None, check_same_thread=False)
-            try:
-                conn.row_factory = sqlite3.Row
-                conn.execute("PRAGMA busy_timeout = 5000")
-                conn.execute("PRAGMA journal_mode = WAL")
-                # Operational state, not history: after a power cut the last few updates may be lost
-                # (the next poll rewrites them), and no poll waits for an fsync of its status line.
-                conn.execute("PRAGMA synchronous = NORMAL")
-                conn.executescript(_SCHEMA)
-            except BaseException:
-                conn.close()
-                raise
-            return conn
-
-        try:
-            conn = await anyio.to_thread.run_sync(connect)
-        except sqlite3.Error as exc:
-            raise HealthError(f"cannot open the health table in {db_path}: {exc}") from exc
-        return cls(conn, db_path)
+        # Operational state, not history: after a power cut the last few updates may be lost (the
+        # next poll rewrites them), and no poll waits for an fsync of its status line.
+        db = await SqliteFile.open(
+            db_path, schema=_SCHEMA, what="health table in", unavailable=HealthError,
+            synchronous="normal",
+        )
+        return cls(db)
 
     async def aclose(self) -> None:
-        async with self._lock:
-            await anyio.to_thread.run_sync(self._conn.close)
+        await self._db.aclose()
 
     async def _run(self, func: Callable[[sqlite3.Connection], T]) -> T:
-        async with self._lock:
-            try:
-                return await anyio.to_thread.run_sync(func, self._conn)
-            except sqlite3.Error as exc:
-                raise HealthError(f"health table in {self.path}: {exc}") from exc
+        return await self._db.run(func)
 
     async def record(self, outcome: PollOutcome) -> MeterHealth:
         """Fold one poll's outcome into the meter's row; returns the row after it."""
 
         def write(conn: sqlite3.Connection) -> MeterHealth:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
+            with immediate_transaction(conn):
                 row = conn.execute(
                     "SELECT * FROM meter_health WHERE meter_id = ?", (outcome.meter_id,)
                 ).fetchone()
@@ -176,10 +154,6 @@ class HealthStore:
                     "INSERT OR REPLACE INTO meter_health VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                     _to_row(new),
                 )
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
             return new
 
         return await self._run(write)

@@ -16,6 +16,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 import uuid
 from dataclasses import dataclass
@@ -90,9 +91,12 @@ def start_cosmos_server(port: int | None = None) -> CosmosServer:
         raise CosmosServerError(
             f"the Cosmos test server is not installed: run `cd {SERVER_DIR} && npm ci`")
     port = free_port() if port is None else port
+    # stderr goes to a file, never to an unread pipe: the stock server prints a stack trace per 500
+    # answer, and a full pipe would block it (and every test with it).
+    stderr_log = tempfile.TemporaryFile(mode="w+t", prefix="cosmosdb-server-", suffix=".log")
     process = subprocess.Popen(
         [node, "server.js", "--port", str(port)],
-        cwd=SERVER_DIR, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cwd=SERVER_DIR, stdout=subprocess.PIPE, stderr=stderr_log, text=True,
         start_new_session=True,
     )
     assert process.stdout is not None
@@ -111,7 +115,8 @@ def start_cosmos_server(port: int | None = None) -> CosmosServer:
                 return CosmosServer(line[len(READY_PREFIX):].strip(), port, process)
             if not line:  # exited
                 process.wait()
-                stderr = process.stderr.read() if process.stderr else ""
+                stderr_log.seek(0)
+                stderr = stderr_log.read()
                 raise CosmosServerError(
                     f"the Cosmos test server exited with {process.returncode}: {stderr.strip()}")
 

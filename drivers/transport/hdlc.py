@@ -30,6 +30,7 @@ FLAG = 0x7E
 LLC_REQUEST = b"\xe6\xe6\x00"
 LLC_RESPONSE = b"\xe6\xe7\x00"
 DEFAULT_MAX_INFO = 128  # IEC 62056-46 default when SNRM carries no parameters
+DISC_TIMEOUT_S = 1.0  # bound on the closing DISC/UA exchange: it holds the bus, often past the deadline
 _CRC = CRCCCITT()
 
 StreamOpener = Callable[[], Awaitable[ByteStream]]
@@ -212,7 +213,9 @@ class HdlcTransport:
         try:
             if self._stream is not None and self._connected:
                 self._connected = False
-                with anyio.move_on_after(self.link_timeout_s, shield=True):
+                # Shielded so a cancelled poll still says goodbye, but short: the bus is held
+                # until this returns, and the poll's deadline has usually passed already.
+                with anyio.move_on_after(min(self.link_timeout_s, DISC_TIMEOUT_S), shield=True):
                     disc = frames.DisconnectFrame(destination_address=self._server, source_address=self._client)
                     try:
                         await self._command(disc.to_bytes(), expect=_UA, what="DISC", accept_dm=True, retries=0)

@@ -46,6 +46,7 @@ from gateway.logsetup import configure
 from gateway.poll_result import PollStep
 from gateway.poller import open_poller
 from gateway.scheduler import Scheduler
+from gateway.commands._args import non_negative, positive
 
 GOAL_METERS_PER_S = 10_000 / (15 * 60)
 STEADY_STEPS: frozenset[PollStep] = frozenset({"registers", "clock"})
@@ -94,17 +95,24 @@ def _raise_file_limit() -> None:
 
 async def _start_simulator(config: FleetBenchConfig, workdir: Path) -> tuple[subprocess.Popen[bytes], list[dict[str, Any]]]:
     endpoints_file = workdir / "endpoints.json"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "gateway", "simulate", "--meters", str(config.meters), "--framing", "wrapper",
-         "--security", "none", "--latency-ms", str(config.latency_ms), "--json-endpoints", str(endpoints_file)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-    )
-    with anyio.fail_after(max(60.0, config.meters / 50)):
-        while not endpoints_file.exists():
-            if process.poll() is not None:
-                error = process.stderr.read().decode() if process.stderr else ""
-                raise RuntimeError(f"the simulator exited with {process.returncode}: {error.strip()}")
-            await anyio.sleep(0.05)
+    stderr_log = workdir / "simulator.log"  # a file, not a pipe nobody reads
+    with stderr_log.open("wb") as stderr:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "gateway", "simulate", "--meters", str(config.meters), "--framing", "wrapper",
+             "--security", "none", "--latency-ms", str(config.latency_ms), "--json-endpoints", str(endpoints_file)],
+            stdout=subprocess.DEVNULL, stderr=stderr,
+        )
+    try:
+        with anyio.fail_after(max(60.0, config.meters / 50)):
+            while not endpoints_file.exists():
+                if process.poll() is not None:
+                    error = stderr_log.read_text(errors="replace").strip()
+                    raise RuntimeError(f"the simulator exited with {process.returncode}: {error}")
+                await anyio.sleep(0.05)
+    except BaseException:
+        process.kill()
+        process.wait()
+        raise
     return process, json.loads(endpoints_file.read_text())["endpoints"]
 
 
@@ -172,7 +180,8 @@ async def run_fleet_bench(config: FleetBenchConfig, workdir: Path) -> FleetBench
     finally:
         simulator.send_signal(signal.SIGTERM)
         await anyio.to_thread.run_sync(simulator.wait)
-    meters_per_s = len(summaries) / wall
+    # Only meters actually read count as throughput: a meter that fails fast is not a meter read.
+    meters_per_s = sum(1 for s in summaries if s.ok) / wall
     return FleetBenchReport(
         meters=config.meters, latency_ms=config.latency_ms, concurrency=config.concurrency,
         meters_per_s=meters_per_s, cpu_s_per_poll=cpu / len(summaries),
@@ -199,31 +208,11 @@ def format_report(r: FleetBenchReport) -> str:
 # -- command line ------------------------------------------------------------------------------
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
-def _non_negative(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must not be negative, got {value}")
-    return value
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--meters", type=_positive, default=100, help="simulated meters (default 100)")
-    parser.add_argument("--latency-ms", type=_non_negative, default=50, help="reply latency per exchange (default 50)")
-    parser.add_argument("--concurrency", type=_positive, default=200, help="sessions at once (default 200)")
-    parser.add_argument("--baseline-meters", type=_positive, default=20,
+    parser.add_argument("--meters", type=positive, default=100, help="simulated meters (default 100)")
+    parser.add_argument("--latency-ms", type=non_negative, default=50, help="reply latency per exchange (default 50)")
+    parser.add_argument("--concurrency", type=positive, default=200, help="sessions at once (default 200)")
+    parser.add_argument("--baseline-meters", type=positive, default=20,
                         help="meters the sequential baseline polls (default 20)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.set_defaults(func=run)

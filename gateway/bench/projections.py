@@ -47,6 +47,7 @@ from gateway.projections import (
 from gateway.store.model import AppendRequest, EventMetadata
 from gateway.store.sqlite import SqliteEventStore
 from gateway.streams import stream_id
+from gateway.commands._args import positive
 
 EVENTS_PER_POLL = 6
 _START = datetime(2026, 1, 1, tzinfo=timezone.utc)
@@ -226,16 +227,6 @@ def format_report(report: ProjectionBenchReport) -> str:
 # ---- command line (hooked into `gateway bench` by gateway/commands/bench.py) -------------------
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
 def register_bench(kinds: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Add `projections` to the `gateway bench` sub-commands."""
     parser = kinds.add_parser(
@@ -243,10 +234,10 @@ def register_bench(kinds: argparse._SubParsersAction) -> None:  # type: ignore[t
         description="Drain the gateway's projections over synthetic polls in a fresh SQLite store "
         "(events/s vs a read-and-decode baseline), then append a burst with the engine stopped and "
         "report how far behind it starts and how long until its lag is 0.")
-    parser.add_argument("--events", type=_positive, default=20_000, help="measured events (default 20000)")
-    parser.add_argument("--burst", type=_positive, default=100_000, help="burst events (default 100000)")
-    parser.add_argument("--meters", type=_positive, default=200, help="meters (default 200)")
-    parser.add_argument("--batch", type=_positive, default=1000, help="events per page (default 1000)")
+    parser.add_argument("--events", type=positive, default=20_000, help="measured events (default 20000)")
+    parser.add_argument("--burst", type=positive, default=100_000, help="burst events (default 100000)")
+    parser.add_argument("--meters", type=positive, default=200, help="meters (default 200)")
+    parser.add_argument("--batch", type=positive, default=1000, help="events per page (default 1000)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--db", type=Path, help="directory for the store files (default: a temporary one)")
     parser.set_defaults(func=run_cli)

@@ -24,6 +24,7 @@ from gateway.bench.fleet import register_fleet
 from gateway.bench.projections import register_bench as register_projections
 from gateway.bench.store import BenchConfig, format_report, run_store_bench
 from gateway.store.errors import StoreError
+from gateway.commands._args import positive
 
 
 def _run_sqlite(args: argparse.Namespace) -> int:
@@ -61,16 +62,6 @@ STORE_BACKENDS: dict[str, Callable[[argparse.Namespace], int]] = {
 }
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     bench = subparsers.add_parser("bench", help="measure performance against a same-run baseline")
     kinds = bench.add_subparsers(dest="bench_kind", metavar="BENCHMARK", required=True)
@@ -90,22 +81,22 @@ def _register_store(kinds: argparse._SubParsersAction) -> None:  # type: ignore[
     )
     store.add_argument("--backend", choices=sorted(STORE_BACKENDS), default="sqlite")
     store.add_argument(
-        "--meters", type=_positive, default=200, help="meters (streams), default 200"
+        "--meters", type=positive, default=200, help="meters (streams), default 200"
     )
     store.add_argument(
-        "--events", type=_positive, default=20_000, help="measured events, default 20000"
+        "--events", type=positive, default=20_000, help="measured events, default 20000"
     )
     store.add_argument("--json", action="store_true", help="print one JSON object")
     sqlite = store.add_argument_group("sqlite backend")
     sqlite.add_argument(
-        "--batch", type=_positive, default=500, help="events per flush, default 500"
+        "--batch", type=positive, default=500, help="events per flush, default 500"
     )
     sqlite.add_argument(
-        "--concurrent-flushes", type=_positive, default=1,
+        "--concurrent-flushes", type=positive, default=1,
         help="flushes the writer may run at once (default 1)",
     )
     sqlite.add_argument(
-        "--repeat", type=_positive, default=1,
+        "--repeat", type=positive, default=1,
         help="runs of writer + baseline; the run with the median ratio is reported (default 1)",
     )
     sqlite.add_argument(

@@ -38,6 +38,7 @@ from gateway.logsetup import configure
 from gateway.poller import PollSummary, counters_directory, open_poller
 from gateway.scheduler import Scheduler
 from gateway.store.sqlite import SqliteEventStore
+from gateway.commands._args import positive
 
 DEMO_CONFIG = "demo-fleet.toml"
 DEMO_ENV = "demo-fleet.env"
@@ -55,7 +56,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         description="Start the meter simulator with the demo fleet, run a few poll cycles against the "
         "embedded SQLite store, and print what was read, stored and what failed.",
     )
-    parser.add_argument("--cycles", type=_positive, default=3, help="poll cycles (default 3)")
+    parser.add_argument("--cycles", type=positive, default=3, help="poll cycles (default 3)")
     parser.add_argument(
         "--db", type=Path,
         help="new SQLite store file to create (default: the demo config's store, var/demo-events.db, replaced)",
@@ -63,16 +64,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     parser.add_argument("--config", type=Path, help=f"demo fleet config (default: the repository's config/{DEMO_CONFIG})")
     parser.add_argument("--verbose", action="store_true", help="also print the gateway's log (stderr)")
     parser.set_defaults(func=run)
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
 
 
 def demo_config_path() -> Path:

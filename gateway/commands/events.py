@@ -18,6 +18,7 @@ from gateway.commands.store import add_cosmos_arguments, cosmos_config_from_args
 from gateway.store import codec
 from gateway.store.errors import StoreError
 from gateway.store.model import RecordedEvent
+from gateway.commands._args import positive
 
 
 def _utc(text: str) -> datetime:
@@ -29,16 +30,6 @@ def _utc(text: str) -> datetime:
     if value.tzinfo is None:
         value = value.replace(tzinfo=timezone.utc)  # a time without zone means UTC here
     return value.astimezone(timezone.utc)
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -53,7 +44,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     query.add_argument("--meter", help="meter id (its streams are Meter:<id>:<year>)")
     query.add_argument("--from", dest="start", type=_utc, help="recorded at or after (ISO-8601)")
     query.add_argument("--to", dest="end", type=_utc, help="recorded before (ISO-8601)")
-    query.add_argument("--limit", type=_positive, default=1000, help="at most N events (1000)")
+    query.add_argument("--limit", type=positive, default=1000, help="at most N events (1000)")
     query.add_argument("--json", action="store_true", help="one JSON object per line")
     add_cosmos_arguments(query)
     query.set_defaults(func=run_query)

@@ -35,28 +35,9 @@ from gateway.projections import (
 )
 from gateway.store.cosmos_client import CosmosConfigError
 from gateway.store.errors import StoreError
+from gateway.commands._args import positive, positive_float
 
 log = logging.getLogger("gateway.project")
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be positive, got {value}")
-    return value
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -70,8 +51,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     parser.add_argument("--rebuild", metavar="NAME", choices=VIEW_NAMES,
                         help="drop this view and its checkpoint first, and project it from the start")
     parser.add_argument("--once", action="store_true", help="drain the feed, print the lag, exit")
-    parser.add_argument("--batch", type=_positive_int, default=1000, help="events per page (default 1000)")
-    parser.add_argument("--interval", type=_positive_float, default=1.0,
+    parser.add_argument("--batch", type=positive, default=1000, help="events per page (default 1000)")
+    parser.add_argument("--interval", type=positive_float, default=1.0,
                         help="seconds between feed reads when caught up (default 1)")
     parser.add_argument("--json", action="store_true", help="with --once: print the lag as JSON")
     parser.set_defaults(func=run)

@@ -69,27 +69,33 @@ async def test_run_stops_on_sigterm_after_flushing_then_status_and_poll_report(t
                                                  response_s=1.0, connect_s=0.5))
         process = await anyio.open_process([*GATEWAY, "run", "--config", str(config_path), "--log-format", "json"],
                                            env=_env())
-        assert process.stderr is not None
-        log_lines: list[dict[str, object]] = []
-        buffer = b""
-        with anyio.fail_after(60):
-            # Until every simulated meter has been polled and the absent one has failed at least once.
-            polled: set[str] = set()
-            absent_failed = False
-            while not (polled >= set(simulator.meters) and absent_failed):
-                buffer += await process.stderr.receive()
-                *complete, buffer = buffer.split(b"\n")
-                for line in complete:
-                    record = json.loads(line)
-                    log_lines.append(record)
-                    if match := re.match(r"meter (\S+): polled ", str(record["message"])):
-                        polled.add(match.group(1))
-                    absent_failed |= str(record["message"]).startswith(f"meter {ABSENT}: MeterTimeout")
-            process.send_signal(signal.SIGTERM)
-            async for chunk in process.stderr:
-                buffer += chunk
-            log_lines += [json.loads(line) for line in buffer.split(b"\n") if line.strip()]
-            returncode = await process.wait()
+        try:
+            assert process.stderr is not None
+            log_lines: list[dict[str, object]] = []
+            buffer = b""
+            with anyio.fail_after(60):
+                # Until every simulated meter has been polled and the absent one has failed at least once.
+                polled: set[str] = set()
+                absent_failed = False
+                while not (polled >= set(simulator.meters) and absent_failed):
+                    buffer += await process.stderr.receive()
+                    *complete, buffer = buffer.split(b"\n")
+                    for line in complete:
+                        record = json.loads(line)
+                        log_lines.append(record)
+                        if match := re.match(r"meter (\S+): polled ", str(record["message"])):
+                            polled.add(match.group(1))
+                        absent_failed |= str(record["message"]).startswith(f"meter {ABSENT}: MeterTimeout")
+                process.send_signal(signal.SIGTERM)
+                async for chunk in process.stderr:
+                    buffer += chunk
+                log_lines += [json.loads(line) for line in buffer.split(b"\n") if line.strip()]
+                returncode = await process.wait()
+        finally:
+            if process.returncode is None:  # a failed assertion or guard must not leave it polling
+                process.kill()
+                with anyio.CancelScope(shield=True):
+                    await process.wait()
 
         assert returncode == 0
         messages = [str(line["message"]) for line in log_lines]
