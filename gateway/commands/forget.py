@@ -17,7 +17,8 @@ from pathlib import Path
 import anyio
 
 from gateway.config import ConfigError, load_config
-from gateway.personal.assignments import AssignmentError, Forgotten, open_assignments
+from gateway.personal.assignments import AssignmentError, Forgotten
+from gateway.personal.wiring import open_assignments
 from gateway.personal.crypto import PersonalDataError
 from gateway.personal.events import InvalidAssignmentId
 from gateway.personal.keys import KeyStoreError

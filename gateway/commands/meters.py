@@ -24,12 +24,12 @@ from gateway.personal.assignments import (
     Assignment,
     AssignmentError,
     InvalidPersonalData,
-    open_assignments,
 )
 from gateway.personal.crypto import PersonalDataError
 from gateway.personal.events import PERSONAL_FIELDS, InvalidAssignmentId
 from gateway.personal.keys import KeyStoreError
 from gateway.personal.unique_index import UniqueIndexError
+from gateway.personal.wiring import open_assignments
 from gateway.store.codec import iso_utc
 from gateway.store.errors import StoreError
 from gateway.streams import StreamNameError

@@ -18,15 +18,12 @@ from __future__ import annotations
 import re
 import secrets
 import uuid
-from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from pathlib import Path
-from typing import AsyncIterator, Callable, Final
+from typing import Callable, Final
 
 import anyio
 
-from gateway.config.model import FleetConfig, SqliteStoreConfig
 from gateway.events import decode, to_new_event
 from gateway.personal.crypto import ERASED, PersonalDataError, PersonalValue, encrypt_field, reveal
 from gateway.personal.events import (
@@ -36,12 +33,12 @@ from gateway.personal.events import (
     assignment_stream_id,
     validate_assignment_id,
 )
-from gateway.personal.keys import KeyStore, SqliteKeyStore, key_store_path_for
+from gateway.personal.keys import KeyStore
 from gateway.personal.unique_index import (
     Reservation,
     UniqueIndex,
     UniqueValue,
-    unique_index_path_for,
+
 )
 from gateway.store import (
     NO_STREAM,
@@ -51,7 +48,6 @@ from gateway.store import (
     StreamNotFound,
     WrongExpectedVersion,
 )
-from gateway.store.sqlite import SqliteEventStore
 from gateway.streams import validate_meter_id
 
 # Without 0/O and 1/I/L: a code is read aloud and typed in by a customer.
@@ -268,60 +264,9 @@ class Assignments:
         return Forgotten(assignment_id, destroyed_now, recorded_now, released)
 
 
-@dataclass(frozen=True, slots=True)
-class PersonalDataPaths:
-    """The files of personal-data handling beside a SQLite event store."""
-
-    store: Path
-    keys: Path
-    unique_index: Path
-
-    @classmethod
-    def next_to(cls, store_path: Path) -> PersonalDataPaths:
-        return cls(store_path, key_store_path_for(store_path), unique_index_path_for(store_path))
-
-
-@asynccontextmanager
-async def open_assignments(fleet: FleetConfig) -> AsyncIterator[Assignments]:
-    """``Assignments`` on the fleet's store. SQLite: key store and unique index are files beside the
-    store file. Cosmos DB: keys in the ``keys`` container of the store's database (created if
-    missing), the unique index beside the outbox file (one fleet = one gateway's config)."""
-    async with AsyncExitStack() as stack:
-        store: EventStore
-        keys: KeyStore
-        if isinstance(fleet.store, SqliteStoreConfig):
-            paths = PersonalDataPaths.next_to(fleet.store.path)
-            paths.store.parent.mkdir(parents=True, exist_ok=True)
-            sqlite_store = await SqliteEventStore.open(paths.store)
-            stack.push_async_callback(sqlite_store.aclose)
-            sqlite_keys = await SqliteKeyStore.open(paths.keys)
-            stack.push_async_callback(sqlite_keys.aclose)
-            store, keys, index_path = sqlite_store, sqlite_keys, paths.unique_index
-        else:
-            # Imported here: the SQLite-only box never loads the Cosmos SDK.
-            from gateway.personal.keys_cosmos import CosmosKeyStore
-            from gateway.store.cosmos import CosmosEventStore
-            from gateway.store.cosmos_client import CosmosConfig
-
-            config = CosmosConfig(
-                endpoint=fleet.store.endpoint, database=fleet.store.database,
-                container=fleet.store.container, key_env=fleet.store.key.target,
-                verify_tls=fleet.store.verify_tls,
-            )
-            cosmos_store = await CosmosEventStore.open(config)
-            stack.push_async_callback(cosmos_store.aclose)
-            cosmos_keys = await CosmosKeyStore.open(config, create_if_missing=True)
-            stack.push_async_callback(cosmos_keys.aclose)
-            fleet.store.outbox_path.parent.mkdir(parents=True, exist_ok=True)
-            store, keys, index_path = cosmos_store, cosmos_keys, unique_index_path_for(fleet.store.outbox_path)
-        index = await UniqueIndex.open(index_path)
-        stack.push_async_callback(index.aclose)
-        yield Assignments(store, keys, index, fleet.gateway_id)
-
-
 __all__ = [
     "GENERATED_CODE_LENGTH", "Assigned", "Assignment", "AssignmentError", "AssignmentNotFound",
-    "Assignments", "Forgotten", "InvalidPersonalData", "PersonalDataPaths",
+    "Assignments", "Forgotten", "InvalidPersonalData",
     "generate_activation_code", "normalize_activation_code",
-    "normalize_house_number", "normalize_postal_code", "open_assignments",
+    "normalize_house_number", "normalize_postal_code",
 ]
