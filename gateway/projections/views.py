@@ -35,7 +35,7 @@ from gateway.events import (
     RegisterRead,
     SuspectReadingFlagged,
 )
-from gateway.normalize import quantity_of
+from gateway.quantities import quantity_of
 from gateway.store.codec import iso_utc, parse_utc
 from gateway.store.model import RecordedEvent
 

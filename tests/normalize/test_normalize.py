@@ -27,9 +27,9 @@ from gateway.normalize import (
     NormalizeSettings,
     needed_years,
     normalize,
-    quantity_of,
 )
 from gateway.poll_result import InvalidPollResult, PollResult, StepError
+from gateway.quantities import quantity_of
 from gateway.store.model import NO_STREAM
 from gateway.streams import stream_id
 from tests.normalize import (
