@@ -22,7 +22,7 @@ Rules:
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol, Sequence, runtime_checkable
 
 from gateway.store.errors import StoreError
