@@ -18,6 +18,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from gateway.config.errors import ConfigError, ConfigIssue
 from gateway.config.model import (
+    DEFAULT_PROJECTIONS,
     FRAMINGS,
     KNOWN_PROFILES,
     LOG_FORMATS,
@@ -33,6 +34,7 @@ from gateway.config.model import (
     LoggingConfig,
     MeterConfig,
     OpticalPortConfig,
+    ProjectionsConfig,
     Schedule,
     Schedules,
     SecurityConfig,
@@ -100,7 +102,7 @@ def parse_config(
 def _read_fleet(ctx: Context, data: dict[str, Any], source: Path) -> FleetConfig | None:
     top = Table(ctx, data, "", (
         "gateway_id", "default_timezone", "clock_drift_threshold_s", "store", "schedules", "limits",
-        "logging", "concentrators", "optical_ports", "meters",
+        "logging", "projections", "concentrators", "optical_ports", "meters",
     ))
     gateway_id = top.ident("gateway_id")
     default_tz = _timezone(top, "default_timezone") if top.has("default_timezone") else None
@@ -109,6 +111,7 @@ def _read_fleet(ctx: Context, data: dict[str, Any], source: Path) -> FleetConfig
     schedules = _read_schedules(top)
     limits = _read_limits(top)
     logging = _read_logging(top)
+    projections = _read_projections(top)
     concentrator_tables = top.array_of_tables("concentrators")
     optical_tables = top.array_of_tables("optical_ports")
     concentrators = [c for p, d in concentrator_tables if (c := _read_concentrator(ctx, p, d))]
@@ -128,7 +131,7 @@ def _read_fleet(ctx: Context, data: dict[str, Any], source: Path) -> FleetConfig
     _check_fleet(ctx, meters, connections, limits)
     if ctx.issues:
         return None
-    assert gateway_id and drift is not None and store and schedules and limits and logging
+    assert gateway_id and drift is not None and store and schedules and limits and logging and projections
     return FleetConfig(
         source=source,
         gateway_id=gateway_id,
@@ -140,6 +143,7 @@ def _read_fleet(ctx: Context, data: dict[str, Any], source: Path) -> FleetConfig
         concentrators=tuple(concentrators),
         optical_ports=tuple(optical),
         meters=tuple(meters),
+        projections=projections,
     )
 
 
@@ -245,6 +249,18 @@ def _read_logging(top: Table) -> LoggingConfig | None:
     level = logging.choice("level", LOG_LEVELS, "INFO")
     fmt = logging.choice("format", LOG_FORMATS, "text")
     return LoggingConfig(level, fmt) if level is not None and fmt is not None else None
+
+
+def _read_projections(top: Table) -> ProjectionsConfig | None:
+    table = top.table("projections", ("enabled", "interval_s", "batch_size"))
+    if table is None:
+        return None
+    enabled = table.boolean("enabled", DEFAULT_PROJECTIONS.enabled)
+    interval = table.number("interval_s", DEFAULT_PROJECTIONS.interval_s)
+    batch = table.integer("batch_size", DEFAULT_PROJECTIONS.batch_size, lo=1, hi=100_000)
+    if enabled is None or interval is None or batch is None:
+        return None
+    return ProjectionsConfig(enabled, interval, batch)
 
 
 def _read_timeouts(parent: Table) -> Timeouts | None:

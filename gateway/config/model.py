@@ -145,6 +145,18 @@ class LoggingConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class ProjectionsConfig:
+    """Whether ``gateway run`` also keeps the views up to date (as ``gateway project`` does)."""
+
+    enabled: bool
+    interval_s: float  # idle time between feed reads once the views have caught up
+    batch_size: int  # events read from the feed per page
+
+
+DEFAULT_PROJECTIONS = ProjectionsConfig(enabled=False, interval_s=1.0, batch_size=1000)
+
+
+@dataclass(frozen=True, slots=True)
 class FleetConfig:
     source: Path
     gateway_id: str
@@ -156,6 +168,7 @@ class FleetConfig:
     concentrators: tuple[ConcentratorConfig, ...]
     optical_ports: tuple[OpticalPortConfig, ...]
     meters: tuple[MeterConfig, ...]
+    projections: ProjectionsConfig = DEFAULT_PROJECTIONS
 
     def meter(self, meter_id: str) -> MeterConfig:
         for meter in self.meters:
