@@ -2,10 +2,18 @@
 
 ``Poller.poll(meter_id, steps, deadline=...)`` builds the transport and DLMS session from the fleet
 config and the meter's profile (``drivers.meters``), runs the readers for the due steps, and turns
-what was read into events (``gateway.normalize``) that go to the batched writer. The load profile is
-caught up from the last interval stored for the meter (read from the store through the repository,
-so it survives restarts) in range reads of at most a day each; the event log likewise from its
-newest stored entry (the meter state's ``event_log_ends``, with a copy in the health table).
+what was read into events (``gateway.normalize``) that go to the event sink (``gateway.sinks``: the
+batched writer for SQLite, the store-and-forward outbox for Cosmos DB). The load profile is caught
+up from the last interval stored for the meter (read from the store through the repository, so it
+survives restarts) in range reads of at most a day each; the event log likewise from its newest
+stored entry (the meter state's ``event_log_ends``, with a copy in the health table).
+
+With Cosmos DB, a meter's state comes from the in-memory cache (trusted: the gateway is its meters'
+only writer), else from Cosmos with the meter's pending outbox events folded on top. When it is not
+cached and Cosmos cannot be reached (within the meter's deadline), the poll fails before reading
+anything, with a ``StateUnavailable`` error in the summary and the health row: the readings stay on
+the meter and the next poll reads them. (Reading first and holding the result until the state can be
+loaded would keep readings in memory only, which a restart loses anyway.)
 
 Failure is data, not an exception: every ``DriverError`` (and a missing secret, an unknown profile)
 becomes a ``StepError`` in the summary and the health row, and whatever was read before the failure
@@ -21,7 +29,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import AsyncIterator, Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, AsyncIterator, Callable, Iterable, Mapping
 
 import anyio
 
@@ -49,7 +57,14 @@ from drivers.transport.base import Transport
 from drivers.transport.hdlc import HdlcTcpTransport
 from drivers.transport.wrapper import WrapperTransport
 from gateway.config.errors import SecretUnavailable
-from gateway.config.model import ConcentratorConfig, FleetConfig, MeterConfig, OpticalPortConfig, SqliteStoreConfig
+from gateway.config.model import (
+    ConcentratorConfig,
+    CosmosStoreConfig,
+    FleetConfig,
+    MeterConfig,
+    OpticalPortConfig,
+    SqliteStoreConfig,
+)
 from gateway.events import ReadingGapDetected, SuspectReadingFlagged
 from gateway.health import HealthStore, PollOutcome
 from gateway.meter import MeterState
@@ -58,17 +73,24 @@ from gateway.normalize import AppendPlan, NormalizeSettings, load_states, needed
 from gateway.poll_result import PollResult, PollStep, StepError
 from gateway.repository import MeterRepository
 from gateway.store.base import EventStore
-from gateway.store.errors import EventIdConflict, StoreError, StreamNotFound
-from gateway.store.model import NewEvent
+from gateway.store.errors import EventIdConflict, StoreError, StoreUnavailable, StreamNotFound
+from gateway.store.model import NO_STREAM, NewEvent
 from gateway.store.sqlite import SqliteEventStore
-from gateway.streams import stream_id
+from gateway.streams import meter_stream_prefix, stream_id
+from gateway.outbox import Outbox
+from gateway.outbox_forwarder import Forwarder
+from gateway.sinks import EventSink, OutboxSink, OutboxView, WriterSink, describe_outbox
 from gateway.writer import BatchedWriter, WriterError
+
+if TYPE_CHECKING:
+    from gateway.store.cosmos_client import CosmosConfig
 
 log = logging.getLogger(__name__)
 
 # The steps a poll can run, in the order one session runs them.
 STEP_ORDER: tuple[PollStep, ...] = ("identity", "clock", "registers", "load_profile", "event_log")
 NOT_ATTEMPTED = "NotAttempted"
+SNAPSHOT_WAIT_S = 2.0  # a snapshot save waits no longer for a far store (the poll's bus slot is held)
 ONE_SECOND = timedelta(seconds=1)
 
 
@@ -155,25 +177,77 @@ class CachingRepository(MeterRepository):
     """``MeterRepository`` that keeps the state of recently polled meter-year streams in memory.
 
     Without it every poll folds the stream's tail after its snapshot twice (for the catch-up
-    cursors, then for the normalizer): up to ``snapshot_every`` events, about 0.15 ms each. A cached
-    state is used only while the stream's head is still its version (one cheap read), so a state is
-    never stale: anything appended by someone else makes the next load fold from the store again.
+    cursors, then for the normalizer): up to ``snapshot_every`` events, about 0.15 ms each.
+
+    ``verify_head=True`` (SQLite): a cached state is used only while the stream's head is still its
+    version (one cheap local read), so a state is never stale. ``verify_head=False`` (Cosmos DB
+    through the outbox): the cache is trusted without asking the far store, which may be out of
+    reach for hours; this is sound because the gateway is the only writer of its meters' streams,
+    and every append of ours updates (``remember``) or drops (``forget``) the cached state.
     """
 
-    def __init__(self, store: EventStore, snapshot_every: int = 100, capacity: int = 20_000) -> None:
+    def __init__(
+        self, store: EventStore, snapshot_every: int = 100, capacity: int = 20_000, *, verify_head: bool = True
+    ) -> None:
         super().__init__(store, snapshot_every)
         self.capacity = capacity
+        self.verify_head = verify_head
         self._states: OrderedDict[str, MeterState] = OrderedDict()
 
-    async def load(self, meter_id: str, year: int) -> MeterState:
-        stream = stream_id(meter_id, year)
+    async def _cached(self, stream: str) -> MeterState | None:
         cached = self._states.get(stream)
-        if cached is not None and await self.store.head(stream) == cached.version:
-            self._states.move_to_end(stream)
+        if cached is None or (self.verify_head and await self.store.head(stream) != cached.version):
+            return None
+        self._states.move_to_end(stream)
+        return cached
+
+    async def load(self, meter_id: str, year: int) -> MeterState:
+        cached = await self._cached(stream_id(meter_id, year))
+        if cached is not None:
             return cached
         state = await super().load(meter_id, year)
         self.remember(meter_id, year, state)
         return state
+
+    async def current(self, meter_id: str, year: int) -> MeterState:
+        if not self.verify_head:
+            cached = await self._cached(stream_id(meter_id, year))
+            if cached is not None and cached.version != NO_STREAM:
+                return cached
+        return await super().current(meter_id, year)
+
+    def cached_states(self, meter_id: str, years: Iterable[int]) -> dict[int, MeterState] | None:
+        """The states ``load_states`` would give, when the (trusted) cache has them all: every year
+        wanted, the earliest an existing stream (else its carry-over needs a look at older streams)."""
+        if self.verify_head:
+            return None
+        wanted = sorted(set(years))
+        states = {year: self._states.get(stream_id(meter_id, year)) for year in wanted}
+        if not wanted or any(state is None for state in states.values()):
+            return None
+        if states[wanted[0]].version == NO_STREAM:  # type: ignore[union-attr]
+            return None
+        return {year: state for year, state in states.items() if state is not None}
+
+    async def maybe_snapshot(self, meter_id: str, year: int, state: MeterState) -> bool:
+        stream = stream_id(meter_id, year)
+        reason = f"the store did not answer within {SNAPSHOT_WAIT_S:g} s"
+        with anyio.move_on_after(SNAPSHOT_WAIT_S):
+            try:
+                return await super().maybe_snapshot(meter_id, year, state)
+            except StoreError as exc:
+                reason = str(exc)
+        # A snapshot is an optimisation and the events are stored: try again after another
+        # snapshot_every events rather than at every poll of an outage.
+        log.info("stream %s: snapshot skipped: %s", stream, reason)
+        self._snapshot_versions[stream] = state.version
+        return False
+
+    def forget_meter(self, meter_id: str) -> None:
+        """Drop the cached states of every stream of the meter."""
+        prefix = meter_stream_prefix(meter_id)
+        for stream in [s for s in self._states if s.startswith(prefix)]:
+            del self._states[stream]
 
     def remember(self, meter_id: str, year: int, state: MeterState) -> None:
         """Keep ``state`` as the state of the meter's ``year`` stream (after an append of ours)."""
@@ -182,6 +256,10 @@ class CachingRepository(MeterRepository):
         self._states.move_to_end(stream)
         while len(self._states) > self.capacity:
             self._states.popitem(last=False)
+
+    def forget(self, meter_id: str, year: int) -> None:
+        """Drop the cached state of the meter's ``year`` stream (it is not what the store holds)."""
+        self._states.pop(stream_id(meter_id, year), None)
 
 
 class _Reads:
@@ -204,7 +282,7 @@ class Poller:
         self,
         fleet: FleetConfig,
         repository: MeterRepository,
-        writer: BatchedWriter,
+        sink: EventSink,
         health: HealthStore,
         *,
         counters: InvocationCounterStore,
@@ -214,7 +292,7 @@ class Poller:
     ) -> None:
         self.fleet = fleet
         self.repository = repository
-        self.writer = writer
+        self.sink = sink
         self.health = health
         self.counters = counters
         self.settings = settings or PollerSettings()
@@ -222,6 +300,7 @@ class Poller:
         self.environ = environ if environ is not None else os.environ
         self.normalize_settings = NormalizeSettings.from_fleet(fleet)
         self.scalers = ScalerUnitCache()
+        self._attempts: dict[str, datetime | None] = {}  # meter -> its health row's last attempt, as we left it
 
     # -- one poll ---------------------------------------------------------------------------
 
@@ -232,12 +311,22 @@ class Poller:
         meter = self.fleet.meter(meter_id)
         started_at = self.now()
         t0 = anyio.current_time()
-        state = await self.repository.current(meter_id, started_at.year)
+        health = await self.health.get(meter_id)
+        last_attempt = health.last_attempt_at if health is not None else None
+        if (meter_id in self._attempts and self._attempts[meter_id] != last_attempt
+                and isinstance(self.repository, CachingRepository)):
+            # Another process (`gateway poll` beside `gateway run`) polled this meter since we did:
+            # a trusted cached state may be behind what it stored.
+            log.info("meter %s: polled by another process since our last poll; reloading its state", meter_id)
+            self.repository.forget_meter(meter_id)
+        try:
+            state = await self._current_state(meter_id, started_at.year, deadline)
+        except StoreError as exc:
+            return await self._state_unavailable(meter, set(steps), started_at, t0, exc)
         due = set(steps)
         if state.identity is None:
             due.add("identity")  # first contact: MeterRegistered before anything else
         ordered = [step for step in STEP_ORDER if step in due]
-        health = await self.health.get(meter_id)
         cursors = dict(health.event_log_cursors) if health is not None else {}
         # The store's own record of the newest logged entry per log wins over the health table's
         # copy (which is kept for states folded by code that does not track event logs).
@@ -278,7 +367,37 @@ class Poller:
             duration_s=anyio.current_time() - t0, retryable=retryable, store_error=store_error,
             result=result,
         )
-        await self.health.record(self._outcome(meter, summary, result, plans, state.interval_ends, started_at))
+        await self._record(self._outcome(meter, summary, result, plans, state.interval_ends, started_at))
+        return summary
+
+    async def _record(self, outcome: PollOutcome) -> None:
+        recorded = await self.health.record(outcome)
+        self._attempts[outcome.meter_id] = recorded.last_attempt_at
+
+    async def _current_state(self, meter_id: str, year: int, deadline: float | None) -> MeterState:
+        """The meter's state before reading (catch-up cursors, first contact), within ``deadline``:
+        a far store that does not answer costs the meter no more than its deadline."""
+        with anyio.CancelScope(deadline=deadline if deadline is not None else float("inf")) as scope:
+            return await self.repository.current(meter_id, year)
+        assert scope.cancelled_caught
+        raise StateUnavailable(meter_id, "the store did not answer within the meter's deadline")
+
+    async def _state_unavailable(
+        self, meter: MeterConfig, steps: set[PollStep], started_at: datetime, t0: float, exc: StoreError
+    ) -> PollSummary:
+        """Nothing was read: the meter's state (where to catch up from) could not be loaded. Its
+        meter is read on its next poll; the readings are still on the meter."""
+        message = f"meter state not cached and not loadable from the store, nothing read: {exc}"
+        log.error("meter %s: %s", meter.id, message)
+        ordered = [step for step in STEP_ORDER if step in steps] or ["registers"]
+        errors = [StepError(ordered[0], StateUnavailable.__name__, message)]
+        not_read = "not read: the meter state could not be loaded"
+        errors += [StepError(step, NOT_ATTEMPTED, not_read) for step in ordered[1:]]
+        summary = PollSummary(
+            meter_id=meter.id, started_at=started_at, steps=frozenset(ordered), errors=tuple(errors),
+            duration_s=anyio.current_time() - t0, retryable=True,
+        )
+        await self._record(PollOutcome(meter_id=meter.id, at=started_at, ok=False, error=summary.describe_error()))
         return summary
 
     # -- session and reads ------------------------------------------------------------------
@@ -418,7 +537,12 @@ class Poller:
     ) -> tuple[dict[str, int], int, tuple[str, ...], list[AppendPlan]]:
         if not (result.identity or result.clock or result.registers or result.profiles or result.events):
             return {}, 0, (), []
-        states = await load_states(self.repository, meter.id, needed_years(result))
+        years = needed_years(result)
+        states = None
+        if isinstance(self.repository, CachingRepository):
+            states = self.repository.cached_states(meter.id, years)  # no far read while cached
+        if states is None:
+            states = await load_states(self.repository, meter.id, years)
         plans = normalize(result, states, meter, self.normalize_settings)
         stored: Counter[str] = Counter()
         already = 0
@@ -429,7 +553,7 @@ class Poller:
             streams.append(plan.stream_id)
             events = list(plan.events)
             try:
-                append = await self.writer.submit(plan.stream_id, events)
+                append = await self.sink.submit(plan.stream_id, events, plan.expected_version)
             except EventIdConflict:
                 # Facts read again that the state does not track (an event log re-read after the
                 # health table lost its cursor): drop what the stream already holds and append the rest.
@@ -437,15 +561,19 @@ class Poller:
                 already += len(plan.events) - len(events)
                 if not events:
                     continue
-                append = await self.writer.submit(plan.stream_id, events)
+                append = await self.sink.submit(plan.stream_id, events, plan.expected_version)
             if append.already_done:
                 already += len(events)
+                if isinstance(self.repository, CachingRepository):
+                    self.repository.forget(meter.id, plan.year)  # the state did not know them
                 continue
             stored.update(event.type for event in events)
             if append.last_version == plan.state_after.version:
                 await self.repository.maybe_snapshot(meter.id, plan.year, plan.state_after)
                 if isinstance(self.repository, CachingRepository):
                     self.repository.remember(meter.id, plan.year, plan.state_after)
+            elif isinstance(self.repository, CachingRepository):
+                self.repository.forget(meter.id, plan.year)  # some were already stored: reload next time
         return dict(stored), already, tuple(streams), plans
 
     async def _not_yet_stored(self, stream_id: str, events: list[NewEvent]) -> list[NewEvent]:
@@ -494,9 +622,28 @@ class UnsupportedStore(Exception):
     """The fleet's store kind cannot be polled into by this build."""
 
 
+class StateUnavailable(StoreUnavailable):
+    """A meter's state is neither cached nor loadable from the store (Cosmos out of reach)."""
+
+    def __init__(self, meter_id: str, message: str) -> None:
+        self.meter_id = meter_id
+        super().__init__(f"meter {meter_id!r}: {message}")
+
+
 def counters_directory(db_path: Path) -> Path:
     """Where the client invocation counters of HLS meters live: next to the store file."""
     return db_path.with_name(db_path.name + ".invocation-counters")
+
+
+@dataclass(frozen=True, slots=True)
+class ForwarderSettings:
+    """How ``open_poller`` forwards the outbox to Cosmos DB (see ``gateway.outbox_forwarder``)."""
+
+    run: bool = True  # a background forwarder while the poller is open (gateway run); False: drain()
+    store_timeout_s: float = 30.0
+    backoff_initial_s: float = 0.5
+    backoff_max_s: float = 60.0
+    idle_wait_s: float = 1.0
 
 
 @asynccontextmanager
@@ -508,18 +655,26 @@ async def open_poller(
     settings: PollerSettings | None = None,
     counters: InvocationCounterStore | None = None,
     environ: Mapping[str, str] | None = None,
+    forwarding: ForwarderSettings | None = None,
 ) -> AsyncIterator[Poller]:
-    """A ``Poller`` with its store, health table and batched writer; leaving flushes the writer.
+    """A ``Poller`` with its store, health table and event sink; leaving flushes the sink.
 
-    ``db_path`` overrides the fleet's SQLite store path. A Cosmos DB store needs the local outbox
-    (store-and-forward), which this function does not build yet: UnsupportedStore.
+    SQLite (or ``db_path``, which overrides the fleet's store): the batched writer on the store
+    file, health in the same file. Cosmos DB: store-and-forward through the outbox file
+    (``outbox_path``), which also holds the health table and has the HLS invocation counters next
+    to it; with ``forwarding.run`` a forwarder drains the outbox in the background while the poller
+    is open and is stopped on leaving (what is pending stays in the outbox file). The far store is
+    not contacted on opening: the gateway starts and polls while Cosmos is out of reach.
     """
+    if db_path is None and isinstance(fleet.store, CosmosStoreConfig):
+        async with _open_cosmos_poller(
+            fleet, fleet.store, now=now, settings=settings, counters=counters, environ=environ,
+            forwarding=forwarding or ForwarderSettings(),
+        ) as poller:
+            yield poller
+        return
     if db_path is None:
-        if not isinstance(fleet.store, SqliteStoreConfig):
-            raise UnsupportedStore(
-                f"{fleet.source}: store kind cosmos needs the local outbox (store-and-forward), which is "
-                "not part of this build yet; use [store] kind = \"sqlite\""
-            )
+        assert isinstance(fleet.store, SqliteStoreConfig)
         db_path = fleet.store.path
     db_path.parent.mkdir(parents=True, exist_ok=True)
     store = await SqliteEventStore.open(db_path)
@@ -528,7 +683,7 @@ async def open_poller(
         try:
             async with BatchedWriter(store) as writer:
                 yield Poller(
-                    fleet, CachingRepository(store), writer, health,
+                    fleet, CachingRepository(store), WriterSink(writer), health,
                     counters=counters or FileInvocationCounterStore(counters_directory(db_path)),
                     settings=settings, now=now, environ=environ,
                 )
@@ -536,6 +691,73 @@ async def open_poller(
             await health.aclose()
     finally:
         await store.aclose()
+
+
+def cosmos_config_for(store: CosmosStoreConfig) -> CosmosConfig:
+    """The Cosmos client configuration of a fleet's ``[store]`` (the key stays in its variable)."""
+    from gateway.store.cosmos_client import CosmosConfig  # the SDK only where Cosmos is used
+
+    if store.key.kind != "env":
+        raise UnsupportedStore("the Cosmos DB key must be given by environment variable")
+    return CosmosConfig(endpoint=store.endpoint, database=store.database, container=store.container,
+                        key_env=store.key.target, verify_tls=store.verify_tls)
+
+
+@asynccontextmanager
+async def _open_cosmos_poller(
+    fleet: FleetConfig,
+    config: CosmosStoreConfig,
+    *,
+    now: Callable[[], datetime],
+    settings: PollerSettings | None,
+    counters: InvocationCounterStore | None,
+    environ: Mapping[str, str] | None,
+    forwarding: ForwarderSettings,
+) -> AsyncIterator[Poller]:
+    from gateway.store.cosmos import CosmosEventStore  # the SDK only where Cosmos is used
+
+    azure_log = logging.getLogger("azure")
+    if azure_log.level == logging.NOTSET:
+        # The SDK logs every HTTP request and response at INFO: thousands of lines per hour.
+        azure_log.setLevel(logging.WARNING)
+    outbox_path = config.outbox_path
+    outbox_path.parent.mkdir(parents=True, exist_ok=True)
+    far = await CosmosEventStore.open(cosmos_config_for(config))
+    try:
+        outbox = await Outbox.open(outbox_path, config.outbox_max_bytes)
+        try:
+            health = await HealthStore.open(outbox_path)
+            try:
+                view = OutboxView(far, outbox)
+                forwarder = Forwarder(
+                    outbox, far, store_timeout_s=forwarding.store_timeout_s,
+                    backoff_initial_s=forwarding.backoff_initial_s, backoff_max_s=forwarding.backoff_max_s,
+                    idle_wait_s=forwarding.idle_wait_s,
+                )
+                poller = Poller(
+                    fleet, CachingRepository(view, verify_head=False),  # type: ignore[arg-type]
+                    OutboxSink(outbox, view, forwarder), health,
+                    counters=counters or FileInvocationCounterStore(counters_directory(outbox_path)),
+                    settings=settings, now=now, environ=environ,
+                )
+                if not forwarding.run:
+                    yield poller
+                    return
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(forwarder.run, name="outbox forwarder")
+                    try:
+                        yield poller
+                    finally:
+                        # Pending events stay in the outbox file for the next start.
+                        tg.cancel_scope.cancel()
+                with anyio.CancelScope(shield=True):
+                    log.info("outbox forwarder stopped: %s", describe_outbox(await outbox.state()))
+            finally:
+                await health.aclose()
+        finally:
+            await outbox.aclose()
+    finally:
+        await far.aclose()
 
 
 def _given(configured: int | None, default: int) -> int:
@@ -550,6 +772,7 @@ def _safe(exc: BaseException) -> str:
 
 
 __all__ = [
-    "NOT_ATTEMPTED", "STEP_ORDER", "CachingRepository", "Poller", "catch_up_ranges", "PollerSettings", "PollSummary", "UnsupportedStore",
+    "NOT_ATTEMPTED", "STEP_ORDER", "CachingRepository", "ForwarderSettings", "Poller", "catch_up_ranges",
+    "PollerSettings", "PollSummary", "StateUnavailable", "UnsupportedStore", "cosmos_config_for",
     "counters_directory", "open_poller", "utc_now",
 ]

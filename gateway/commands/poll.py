@@ -2,8 +2,11 @@
 
 The field engineer's check after installing or fixing a meter: one poll with every step (identity,
 clock, registers, load profile catch-up, event log), under the meter's deadline and retries, into
-the fleet's store, exactly as `gateway run` would do it. Exit 0 when every step succeeded, 1 when
-the meter failed (the reasons are printed), 2 for a config error or an unknown meter.
+the fleet's store, exactly as `gateway run` would do it. With Cosmos DB as the store the events are
+put in the local outbox (the poll has succeeded then) and forwarded before exiting, for at most
+``--forward-wait`` seconds; what is still queued is printed, and `gateway run` forwards it later.
+Exit 0 when every step succeeded, 1 when the meter failed (the reasons are printed), 2 for a config
+error or an unknown meter.
 """
 from __future__ import annotations
 
@@ -18,8 +21,9 @@ from gateway.config import ConfigError, FleetConfig, load_config
 from gateway.config.model import LOG_FORMATS
 from gateway.health import HealthError
 from gateway.logsetup import configure
-from gateway.poller import NOT_ATTEMPTED, PollSummary, UnsupportedStore, open_poller
+from gateway.poller import NOT_ATTEMPTED, ForwarderSettings, PollSummary, UnsupportedStore, open_poller
 from gateway.scheduler import ALL_STEPS, Scheduler
+from gateway.sinks import OutboxSink, describe_outbox
 from gateway.store.errors import StoreError
 
 
@@ -28,6 +32,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     parser.add_argument("--config", type=Path, required=True, metavar="FILE", help="fleet config (TOML)")
     parser.add_argument("--meter", required=True, metavar="ID", help="meter id from the config")
     parser.add_argument("--log-format", choices=LOG_FORMATS, default="text", help="log format (stderr)")
+    parser.add_argument("--forward-wait", type=float, default=30.0, metavar="S",
+                        help="Cosmos DB store: wait at most S seconds to forward the outbox (default 30)")
     parser.set_defaults(func=run)
 
 
@@ -44,17 +50,31 @@ def run(args: argparse.Namespace) -> int:
         return 2
     configure("WARNING", args.log_format)
     try:
-        summary = anyio.run(_poll, fleet, args.meter)
+        summary, forwarded = anyio.run(_poll, fleet, args.meter, max(0.0, args.forward_wait))
     except (UnsupportedStore, StoreError, HealthError) as exc:
         print(f"gateway poll: {exc}", file=sys.stderr)
         return 1
     print(format_summary(summary))
+    if forwarded is not None:
+        print(forwarded)
     return 0 if summary.ok else 1
 
 
-async def _poll(fleet: FleetConfig, meter_id: str) -> PollSummary:
-    async with open_poller(fleet) as poller:
-        return await Scheduler(fleet, poller, meters=[meter_id]).poll_meter(fleet.meter(meter_id), ALL_STEPS)
+async def _poll(fleet: FleetConfig, meter_id: str, forward_wait_s: float) -> tuple[PollSummary, str | None]:
+    """The poll's summary, and with Cosmos a line on forwarding the outbox afterwards."""
+    async with open_poller(fleet, forwarding=ForwarderSettings(run=False)) as poller:
+        summary = await Scheduler(fleet, poller, meters=[meter_id]).poll_meter(fleet.meter(meter_id), ALL_STEPS)
+        if not isinstance(poller.sink, OutboxSink):
+            return summary, None
+        state, reason = await poller.sink.drain(forward_wait_s)
+        if not state.depth:
+            line = "forwarded: the outbox is empty, everything is in Cosmos DB"
+        else:
+            line = (f"queued: {describe_outbox(state)}; not forwarded ({reason}); "
+                    "`gateway run` forwards them")
+        if state.poisoned and not state.depth:
+            line += f"; {state.poisoned} poisoned events set aside"
+        return summary, line
 
 
 def format_summary(summary: PollSummary) -> str:

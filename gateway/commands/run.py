@@ -3,6 +3,9 @@
 Polls every meter of the fleet on its schedules into the configured store until SIGTERM or SIGINT.
 The first signal stops new polls, lets the polls in flight finish (each within its meter deadline),
 flushes the batched writer and exits 0. A second signal cancels the polls in flight at once.
+With Cosmos DB as the store, polls put their events in the local outbox and a forwarder drains it to
+Cosmos in the same task group; on the signal the forwarder stops and what it had not forwarded
+stays in the outbox file for the next start.
 Exit codes: 0 stopped by a signal, 2 the config is invalid, 1 the store cannot be opened.
 """
 from __future__ import annotations
@@ -15,11 +18,12 @@ from pathlib import Path
 
 import anyio
 
-from gateway.config import ConfigError, FleetConfig, load_config
+from gateway.config import ConfigError, CosmosStoreConfig, FleetConfig, load_config
 from gateway.config.model import LOG_FORMATS
 from gateway.health import HealthError
 from gateway.logsetup import configure
 from gateway.poller import UnsupportedStore, open_poller
+from gateway.run_projections import run_projections
 from gateway.scheduler import Scheduler
 from gateway.store.errors import StoreError
 
@@ -72,8 +76,19 @@ async def serve(fleet: FleetConfig, seed: int = 0) -> None:
                             tg.cancel_scope.cancel()
 
                 tg.start_soon(watch_signals, name="signal watcher")
+                tg.start_soon(run_projections, fleet, name="projections")  # no-op unless enabled
                 log.info("gateway %s: polling %d meters into %s", fleet.gateway_id, len(fleet.meters),
-                         getattr(fleet.store, "path", "the store"))
+                         _describe_store(fleet))
                 await scheduler.run()
-                tg.cancel_scope.cancel()  # the jobs have ended: stop watching signals
-        log.info("stopped: writer flushed, store closed")
+                tg.cancel_scope.cancel()  # the jobs have ended: stop the signal watcher and projections
+        if isinstance(fleet.store, CosmosStoreConfig):
+            log.info("stopped: events in the outbox, forwarder stopped, store closed")
+        else:
+            log.info("stopped: writer flushed, store closed")
+
+
+def _describe_store(fleet: FleetConfig) -> str:
+    store = fleet.store
+    if isinstance(store, CosmosStoreConfig):
+        return f"Cosmos DB {store.endpoint} ({store.database}/{store.container}) through the outbox {store.outbox_path}"
+    return str(store.path)

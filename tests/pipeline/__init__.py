@@ -2,7 +2,8 @@
 
 ``fleet_toml`` writes a real fleet config for meters served by a running ``MeterSimulator`` (its
 ephemeral ports), in the demo fleet's layout: even meters as IP meters on their own wrapper port,
-odd meters on one HDLC bus, plus optionally a meter on the bus that nobody answers.
+odd meters on one HDLC bus, plus optionally a meter on the bus that nobody answers; its store is
+SQLite, or Cosmos DB through the outbox with ``store=cosmos_store(...)``.
 """
 from __future__ import annotations
 
@@ -36,15 +37,15 @@ def fleet_toml(
     retries: int = 1,
     interval_s: float = 900,
     max_concurrent: int = 8,
+    store: str | None = None,
 ) -> str:
-    """A fleet config (TOML text) for every meter of ``simulator``."""
+    """A fleet config (TOML text) for every meter of ``simulator``; ``store``: a ``[store]`` table
+    (``cosmos_store``) instead of SQLite at ``db_path``."""
     lines = [
         'gateway_id = "pipeline-test"',
         'default_timezone = "Europe/Copenhagen"',
         "clock_drift_threshold_s = 5",
-        "[store]",
-        'kind = "sqlite"',
-        f'path = "{db_path}"',
+        *(store.splitlines() if store is not None else ["[store]", 'kind = "sqlite"', f'path = "{db_path}"']),
     ]
     for name in ("registers", "load_profile", "clock_check", "event_log"):
         lines += [f"[schedules.{name}]", f"interval_s = {interval_s}", "jitter_s = 0.5"]
@@ -84,3 +85,13 @@ def fleet_toml(
                    'connection = "bus-0"', f"physical_address = {ABSENT_ADDRESS}", "logical_address = 1",
                    "client_address = 1", 'security = { level = "none" }', "max_power_w = 69000"]
     return "\n".join(lines + meters) + "\n"
+
+
+def cosmos_store(endpoint: str, database: str, container: str, key_env: str, outbox_path: str) -> str:
+    """A ``[store]`` table for Cosmos DB through the local outbox; TLS unverified (the local test
+    server's self-signed certificate only)."""
+    return "\n".join([
+        "[store]", 'kind = "cosmos"', f'endpoint = "{endpoint}"', f'database = "{database}"',
+        f'container = "{container}"', f'key = {{ env = "{key_env}" }}', "verify_tls = false",
+        f'outbox_path = "{outbox_path}"', "outbox_max_mb = 64",
+    ])

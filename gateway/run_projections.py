@@ -1,0 +1,60 @@
+"""The read side inside `gateway run`: the projection engine as one more task of the running gateway.
+
+With ``[projections] enabled = true`` in the fleet config, ``gateway run`` starts ``run_projections``
+in its task group, next to the scheduler: the views (latest reading, daily consumption, fleet
+overview) follow the event store as a separate ``gateway project --config FILE`` would, over the same
+store (SQLite: the views file next to it; Cosmos DB: the ``views`` container). Cancelling the task
+(the gateway's SIGTERM handling cancels its task group) stops it anywhere: the engine is exactly once
+in effect, so the next start goes on from the saved checkpoints.
+
+The views must never cost the fleet its polls: a store or view store that fails is logged and the
+engine is started again after a backoff, while polling goes on.
+"""
+from __future__ import annotations
+
+import logging
+
+import anyio
+
+from gateway.commands.views import ViewsUnavailable, open_views
+from gateway.config.model import FleetConfig
+from gateway.projections import ProjectionEngine, ProjectionError, ViewStoreError, default_projections, zone_lookup
+from gateway.store.cosmos_client import CosmosConfigError
+from gateway.store.errors import StoreError
+
+log = logging.getLogger("gateway.run.projections")
+
+# What a restart after a pause may cure (an outage, a conflict storm, a view store not reachable yet).
+_RECOVERABLE = (StoreError, ViewStoreError, ProjectionError, ViewsUnavailable, CosmosConfigError, OSError)
+
+
+async def run_projections(fleet: FleetConfig, *, retry_initial_s: float = 1.0, retry_max_s: float = 60.0) -> None:
+    """Keep the fleet's views up to date until cancelled; returns at once when projections are disabled.
+
+    Failures that a restart may cure are logged and the engine restarts after a backoff doubling from
+    ``retry_initial_s`` up to ``retry_max_s``; anything else (a bug) propagates."""
+    settings = fleet.projections
+    if not settings.enabled:
+        return
+    zones = zone_lookup({meter.id: meter.timezone for meter in fleet.meters})
+    backoff = retry_initial_s
+    while True:
+        started = anyio.current_time()
+        try:
+            async with open_views(fleet.store, create=True) as (store, views):
+                assert store is not None  # open_views creates the event store along with the views
+                engine = ProjectionEngine(store, views, default_projections(zones), batch_size=settings.batch_size)
+                log.info("projecting %s into %s every %g s", ", ".join(engine.projections),
+                         getattr(views, "path", "the views"), settings.interval_s)
+                await engine.run_forever(settings.interval_s)
+        except* _RECOVERABLE as group:
+            # A run that went well for a while starts the backoff over: the failure is a new one.
+            if anyio.current_time() - started > retry_max_s:
+                backoff = retry_initial_s
+            for exc in group.exceptions:
+                log.error("projections stopped: %s; restarting in %.1f s (polling goes on)", exc, backoff)
+        await anyio.sleep(backoff)
+        backoff = min(backoff * 2, retry_max_s)
+
+
+__all__ = ["run_projections"]

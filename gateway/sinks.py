@@ -1,0 +1,184 @@
+"""Where a poll's events go: the poller's event sink, one per kind of store.
+
+* SQLite (``WriterSink``): the batched writer appends to the local event store; an append that
+  returned is stored.
+* Cosmos DB (``OutboxSink``): store-and-forward. ``submit`` puts the events in the local outbox
+  (``gateway.outbox``; durable when it returns, so the poll has succeeded) and a ``Forwarder``
+  (``gateway.outbox_forwarder``) drains the outbox to Cosmos in the background, in per-stream order,
+  exactly once. Far versions are assigned by the forwarder at append time, so the versions a
+  submit reports are the ones the stream will have once the outbox has drained.
+
+``OutboxView`` is the read side that goes with the outbox: a stream as it will be once drained, the
+far stream's events followed by its pending outbox events (versions continuing after the far
+head). The meter repository reads through it, so a meter's state folds in what is still queued.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Protocol, Sequence
+
+import anyio
+
+from gateway.outbox import Outbox, OutboxState
+from gateway.outbox_forwarder import Forwarder
+from gateway.store.base import EventStore
+from gateway.store.errors import StoreUnavailable, StreamNotFound
+from gateway.store.model import NO_STREAM, AppendResult, NewEvent, RecordedEvent, Snapshot, StreamInfo
+from gateway.writer import BatchedWriter
+
+log = logging.getLogger(__name__)
+
+
+class EventSink(Protocol):
+    """What the poller hands a plan's events to."""
+
+    async def submit(self, stream_id: str, events: Sequence[NewEvent], expected_version: int) -> AppendResult:
+        """Make ``events`` durable for ``stream_id``, whose state the caller knows at ``expected_version``.
+
+        ``already_done``: every event was already there. Raises ``StoreError`` (nothing was taken).
+        """
+        ...
+
+
+class WriterSink:
+    """SQLite: the batched writer on the local store (it keeps its own stream versions)."""
+
+    def __init__(self, writer: BatchedWriter) -> None:
+        self.writer = writer
+
+    async def submit(self, stream_id: str, events: Sequence[NewEvent], expected_version: int) -> AppendResult:
+        return await self.writer.submit(stream_id, events)
+
+
+class OutboxView:
+    """Read side of an event store as it will be once the outbox has drained (see the module doc).
+
+    Implements the reads ``MeterRepository`` uses (``head``, ``load``, ``list_streams``, snapshots);
+    appends go through the outbox, never through here. Pending events are read *before* the far
+    stream: an event the forwarder moves in between then shows in both and is counted once (by id),
+    whereas the other order could miss it. After a lost acknowledgement some pending events may
+    already be at the far stream's tail; they are recognised by id there too.
+    """
+
+    def __init__(self, far: EventStore, outbox: Outbox) -> None:
+        self.far = far
+        self.outbox = outbox
+        # Streams put into the outbox by this process: list_streams shows them before they reach
+        # the far store (a new year stream's carry-over needs to find last year's stream).
+        self._put: set[str] = set()
+
+    def note_put(self, stream_id: str) -> None:
+        self._put.add(stream_id)
+
+    async def _merged(self, stream_id: str, from_version: int) -> tuple[int, list[RecordedEvent]]:
+        """(head, events from ``from_version``) of the stream with its pending events on top."""
+        pending = await self.outbox.pending(stream_id)
+        far_head = await self.far.head(stream_id)
+        start = max(from_version, 1)
+        if pending and far_head:
+            # Pending events already forwarded (lost acknowledgement) sit in the far stream's last
+            # len(pending) versions at most: we are the streams' only writer.
+            start = min(start, max(1, far_head - len(pending) + 1))
+        far_events: list[RecordedEvent] = []
+        if far_head >= start:
+            try:
+                far_events = await self.far.load(stream_id, start)
+            except StreamNotFound:
+                far_events = []
+        head = max(far_head, far_events[-1].version if far_events else NO_STREAM)
+        there = {e.event_id for e in far_events}
+        events = [e for e in far_events if e.version >= from_version]
+        for event in pending:
+            if event.event_id in there:
+                continue
+            head += 1
+            if head >= from_version:
+                events.append(RecordedEvent(
+                    stream_id=stream_id, version=head, position=0, event_id=event.event_id, type=event.type,
+                    schema_version=event.schema_version, data=event.data, metadata=event.metadata,
+                ))
+        return head, events
+
+    async def head(self, stream_id: str) -> int:
+        head, _ = await self._merged(stream_id, 1 << 62)  # nothing to load beyond the head
+        return head
+
+    async def load(self, stream_id: str, from_version: int = 1) -> list[RecordedEvent]:
+        head, events = await self._merged(stream_id, from_version)
+        if head == NO_STREAM:
+            raise StreamNotFound(stream_id)
+        return events
+
+    async def list_streams(self, prefix: str = "") -> list[StreamInfo]:
+        """The far store's streams and those put by this process, with heads counting pending
+        events (the repository lists one meter's few streams; each pending one costs a far read)."""
+        streams = {info.stream_id: info for info in await self.far.list_streams(prefix)}
+        for stream_id in sorted({*streams, *(s for s in self._put if s.startswith(prefix))}):
+            if not await self.outbox.pending(stream_id):
+                continue
+            head = await self.head(stream_id)
+            info = streams.get(stream_id)
+            if info is not None:
+                streams[stream_id] = StreamInfo(stream_id, head, info.first_recorded_at, info.last_recorded_at)
+            elif head != NO_STREAM:
+                streams[stream_id] = StreamInfo(stream_id, head, None, None)
+        return [streams[s] for s in sorted(streams)]
+
+    async def load_snapshot(self, stream_id: str) -> Snapshot | None:
+        return await self.far.load_snapshot(stream_id)
+
+    async def save_snapshot(self, snapshot: Snapshot) -> None:
+        """Saved only once the far stream holds the snapshot's version: a snapshot ahead of the far
+        head would be discarded by every reader until the outbox drained."""
+        if await self.far.head(snapshot.stream_id) < snapshot.version:
+            log.debug("stream %s: snapshot v%d deferred, not forwarded yet", snapshot.stream_id, snapshot.version)
+            return
+        await self.far.save_snapshot(snapshot)
+
+
+class OutboxSink:
+    """Cosmos DB: events go to the outbox; ``forwarder`` drains it (run it in a task group)."""
+
+    def __init__(self, outbox: Outbox, view: OutboxView, forwarder: Forwarder) -> None:
+        self.outbox = outbox
+        self.view = view
+        self.forwarder = forwarder
+
+    async def submit(self, stream_id: str, events: Sequence[NewEvent], expected_version: int) -> AppendResult:
+        put = await self.outbox.put(stream_id, events)
+        self.view.note_put(stream_id)
+        # Versions as the stream will have them when drained, if the caller's state was current
+        # (a partial put means it was not: the caller then sees last_version != its plan's).
+        first = expected_version + 1
+        return AppendResult(stream_id, first, expected_version + put.queued, already_done=put.queued == 0)
+
+    async def drain(self, wait_s: float) -> tuple[OutboxState, str | None]:
+        """Forward what is pending, for at most ``wait_s``; (the outbox state after, why it stopped
+        early or None). For one-shot commands: ``gateway run`` runs the forwarder instead."""
+        reason: str | None = None
+        with anyio.move_on_after(wait_s) as scope:
+            while (await self.outbox.state()).depth:
+                try:
+                    await self.forwarder.drain_once()
+                except StoreUnavailable as exc:
+                    reason = f"far store unavailable: {exc}"
+                    await anyio.sleep(min(1.0, wait_s / 4))
+        if scope.cancelled_caught:
+            reason = reason or f"still forwarding after {wait_s:g} s"
+        state = await self.outbox.state()
+        return state, (reason if state.depth else None)
+
+
+def describe_outbox(state: OutboxState) -> str:
+    """One line for operators: depth, bytes against the bound, age, the full alarm, poison."""
+    parts = [f"{state.depth} events pending ({state.bytes} of {state.max_bytes} bytes)"]
+    if state.oldest_age_s is not None:
+        parts.append(f"oldest {state.oldest_age_s:.0f} s")
+    if state.full:
+        parts.append("FULL: new events are refused")
+    if state.poisoned:
+        parts.append(f"{state.poisoned} poisoned (set aside, see the outbox_poison table)")
+    return ", ".join(parts)
+
+
+__all__ = ["EventSink", "OutboxSink", "OutboxView", "WriterSink", "describe_outbox"]
