@@ -5,10 +5,12 @@ check, with JSON payloads of realistic size) go (a) through ``BatchedWriter`` in
 (b) into the backend's baseline: for SQLite, a bare table in a fresh file with the same pragmas,
 filled by ``executemany`` with one transaction per batch of the same size.
 
-The baseline is timed in two parts: encoding the rows (``codec.dumps`` of data and metadata, the
-work any store of these events must do) and inserting them. ``ratio`` compares the writer with both
-(so it measures the writer and store machinery: batching, version checks, indexes, bookkeeping);
-``ratio_insert_only`` compares it with the insert alone (disk and SQLite, rows already encoded).
+The baseline rows are encoded (``codec.dumps`` of data and metadata) before its timer starts, so
+``ratio`` compares the writer with the raw insert alone: the limit set by the disk and SQLite, which
+the writer's encoding, batching, version checks, indexes and bookkeeping all count against.
+``ratio_incl_encode`` compares it with encoding plus insert (the encoding timed separately), for
+reference. The baseline stays one ``executemany`` per batch, as issue 2 defines it, although the
+SQLite store itself inserts with multi-row statements.
 
 A warm-up poll per meter runs first (not measured) so the writer's version cache is warm, as it is
 in a running gateway; ``reads_per_append`` then counts the store reads of the measured phase.
@@ -19,10 +21,11 @@ runner in ``STORE_BACKENDS`` of gateway/commands/bench.py.
 """
 from __future__ import annotations
 
+import gc
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -83,10 +86,10 @@ class BenchReport:
     runs: int
     elapsed_s: float
     events_per_s: float
-    baseline_events_per_s: float  # encode + insert
+    baseline_events_per_s: float  # raw insert of rows encoded beforehand
     ratio: float  # events_per_s / baseline_events_per_s
-    baseline_insert_only_events_per_s: float
-    ratio_insert_only: float
+    baseline_incl_encode_events_per_s: float  # encoding the rows + raw insert
+    ratio_incl_encode: float
     appends: int
     flushes: int
     reads: int
@@ -307,11 +310,26 @@ async def run_store_bench(config: BenchConfig, work_dir: Path) -> BenchReport:
         ) from None
     warmup, measured = synthetic_polls(config.meters, config.events)
     reports = []
-    for run in range(config.repeat):
-        run_dir = work_dir if config.repeat == 1 else work_dir / f"run-{run + 1}"
-        reports.append(await _one_run(config, backend, warmup, measured, run_dir))
+    with _input_out_of_gc():
+        for run in range(config.repeat):
+            run_dir = work_dir if config.repeat == 1 else work_dir / f"run-{run + 1}"
+            reports.append(await _one_run(config, backend, warmup, measured, run_dir))
     reports.sort(key=lambda report: report.ratio)
     return reports[len(reports) // 2]
+
+
+@contextmanager
+def _input_out_of_gc() -> Iterator[None]:
+    """Keep the synthetic input (every poll of the run, built up front) out of the garbage
+    collector's view while measuring. A gateway never holds a whole run's events at once; here
+    each collection would traverse them all and charge it to whichever phase (writer or baseline)
+    happened to trigger it. Objects the phases create are collected as usual."""
+    gc.collect()
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
 
 
 async def _one_run(
@@ -341,8 +359,8 @@ async def _one_run(
 
     baseline = await backend.baseline(warmup, measured, config.batch, work_dir)
     events_per_s = measured_events / elapsed
-    baseline_events_per_s = measured_events / (baseline.encode_s + baseline.insert_s)
-    insert_only_events_per_s = measured_events / baseline.insert_s
+    baseline_events_per_s = measured_events / baseline.insert_s
+    incl_encode_events_per_s = measured_events / (baseline.encode_s + baseline.insert_s)
     return BenchReport(
         backend=config.backend,
         meters=config.meters,
@@ -355,8 +373,8 @@ async def _one_run(
         events_per_s=events_per_s,
         baseline_events_per_s=baseline_events_per_s,
         ratio=events_per_s / baseline_events_per_s,
-        baseline_insert_only_events_per_s=insert_only_events_per_s,
-        ratio_insert_only=events_per_s / insert_only_events_per_s,
+        baseline_incl_encode_events_per_s=incl_encode_events_per_s,
+        ratio_incl_encode=events_per_s / incl_encode_events_per_s,
         appends=appends,
         flushes=writer.metrics.flushes,
         reads=reads,
@@ -375,10 +393,10 @@ def format_report(report: BenchReport) -> str:
         ("concurrent flushes", str(report.concurrent_flushes)),
         ("runs (median reported)", str(report.runs)),
         ("writer", f"{report.events_per_s:,.0f} events/s"),
-        ("baseline (encode + insert)", f"{report.baseline_events_per_s:,.0f} events/s"),
-        ("ratio writer/baseline", f"{report.ratio:.2f}"),
-        ("baseline (insert only)", f"{report.baseline_insert_only_events_per_s:,.0f} events/s"),
-        ("ratio writer/insert only", f"{report.ratio_insert_only:.2f}"),
+        ("baseline (raw insert)", f"{report.baseline_events_per_s:,.0f} events/s"),
+        ("ratio writer/raw insert", f"{report.ratio:.2f}"),
+        ("baseline (encode + insert)", f"{report.baseline_incl_encode_events_per_s:,.0f} events/s"),
+        ("ratio writer/encode + insert", f"{report.ratio_incl_encode:.2f}"),
         ("appends / flushes", f"{report.appends} / {report.flushes}"),
         ("store reads per append", f"{report.reads_per_append:.3f}"),
         ("append latency p50", f"{report.p50_append_ms:.1f} ms"),

@@ -2,6 +2,15 @@
 
 Both backends store exactly these strings/dicts, so a stream moved from SQLite to Cosmos (or read
 back years later) decodes the same way. Decoding never drops keys it does not know.
+
+Encoding is on every append's path, so ``dumps`` uses orjson (about ten times faster than the
+standard module) and falls back to the standard module for what orjson cannot or would not write
+the same way: integers beyond 64 bits, non-string keys, lone surrogates, NaN/Infinity (orjson would
+write ``null``), and refused values (so the error raised is the one ``_default`` gives). The two
+differ in the text only where JSON allows it (orjson writes non-ASCII as UTF-8, not ``\\uXXXX``);
+both load to equal values. One loosening: orjson writes a UUID or an Enum (as its value) where the
+standard module refused it. ``loads`` stays the standard module: orjson reads integers beyond 64
+bits as floats.
 """
 from __future__ import annotations
 
@@ -9,6 +18,8 @@ import json
 from datetime import datetime, timezone
 from decimal import Decimal
 from typing import Any, Mapping
+
+import orjson
 
 from gateway.store.model import EventMetadata, NewEvent, RecordedEvent
 
@@ -41,7 +52,24 @@ def to_json_value(data: Mapping[str, Any]) -> dict[str, Any]:
     return json.loads(dumps(data))
 
 
+# Datetimes and dataclasses go to _default as with the standard module (orjson would write naive
+# datetimes, offsets as "+00:00" and dataclasses on its own).
+_ORJSON_OPTIONS = orjson.OPT_SORT_KEYS | orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
+
+
 def dumps(data: Any) -> str:
+    try:
+        encoded = orjson.dumps(data, default=_default, option=_ORJSON_OPTIONS)
+    except orjson.JSONEncodeError:
+        return _dumps_stdlib(data)
+    text = encoded.decode()  # (searching the str below is faster than searching the bytes)
+    if "null" in text:
+        # Maybe a NaN or an infinity that orjson wrote as null: keep what the standard module writes.
+        return _dumps_stdlib(data)
+    return text
+
+
+def _dumps_stdlib(data: Any) -> str:
     return json.dumps(data, default=_default, separators=(",", ":"), sort_keys=True)
 
 

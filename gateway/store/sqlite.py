@@ -1,10 +1,13 @@
 """Embedded SQLite backend of the event store (the default on the substation box).
 
 One file, WAL journal and ``synchronous=FULL`` so a committed append survives a power cut; the
-connection is owned through ``gateway.sqlite_file`` (serialised, blocking calls in a worker thread). ``append_batch`` writes all of its
-requests in one ``BEGIN IMMEDIATE`` transaction with a savepoint per request, so one stream's conflict
-is reported on its own without undoing the others. ``position`` (AUTOINCREMENT, never reused) is the
-global commit order that ``read_all`` checkpoints refer to.
+connection is owned through ``gateway.sqlite_file`` (serialised, blocking calls in a worker
+thread). ``append_batch`` writes all of its requests in one ``BEGIN IMMEDIATE`` transaction. The
+normal case (every expected version is the head, no id clash) takes a bulk path: one read of the
+heads, one ``executemany`` for all the events and one for the heads. Otherwise the bulk attempt is
+rolled back and each request runs in a savepoint of its own, so one stream's conflict is reported
+on its own without undoing the others. ``position`` (AUTOINCREMENT, never reused) is the global
+commit order that ``read_all`` checkpoints refer to.
 
 A failure of the database itself (locked past the busy timeout, disk I/O) raises ``StoreUnavailable``
 for the whole call: nothing of that call was committed, and it may be retried as it is.
@@ -13,6 +16,7 @@ from __future__ import annotations
 
 import sqlite3
 from datetime import datetime
+from itertools import chain
 from pathlib import Path
 from typing import Callable, Sequence, TypeVar
 
@@ -68,21 +72,29 @@ CREATE TABLE IF NOT EXISTS snapshots (
 
 _EVENT_COLUMNS = "position, stream_id, version, event_id, type, schema_version, data, metadata"
 
-# One encoded event row, ready for INSERT after stream_id and version: id, type, schema, data, meta.
-_EncodedEvent = tuple[str, str, int, str, str]
+# One event row for INSERT: stream_id, version, event_id, type, schema_version, data, metadata.
+_EventRow = tuple[str, int, str, str, int, str, str]
+_EVENT_ID = 2  # index of event_id in an _EventRow
 
 
-def _encode_all(events: Sequence[NewEvent], metadata_cache: dict[int, str]) -> list[_EncodedEvent]:
-    """Rows for INSERT. Encoding dominates the cost of an append, so each payload is serialised
-    once (straight to its stored JSON), and a metadata object shared by the events of one poll is
-    serialised once per batch."""
-    rows: list[_EncodedEvent] = []
-    for event in events:
-        meta = metadata_cache.get(id(event.metadata))
+def _encode_request(request: AppendRequest, metadata_cache: dict[int, str]) -> list[_EventRow]:
+    """Rows for INSERT, numbered from the request's expected version (right whenever the append
+    is). Each payload is serialised once, straight to its stored JSON, and a metadata object
+    shared by the events of one poll once per batch. Done before the database call, so the
+    worker thread holding the write lock only runs SQL."""
+    dumps = codec.dumps
+    stream_id, version = request.stream_id, request.expected_version
+    rows: list[_EventRow] = []
+    for event in request.events:
+        metadata = event.metadata
+        meta = metadata_cache.get(id(metadata))
         if meta is None:
-            meta = codec.dumps(codec.metadata_to_dict(event.metadata))
-            metadata_cache[id(event.metadata)] = meta
-        rows.append((event.event_id, event.type, event.schema_version, codec.dumps(event.data), meta))
+            meta = dumps(codec.metadata_to_dict(metadata))
+            metadata_cache[id(metadata)] = meta
+        version += 1
+        rows.append(
+            (stream_id, version, event.event_id, event.type, event.schema_version, dumps(event.data), meta)
+        )
     return rows
 
 
@@ -167,9 +179,18 @@ class SqliteEventStore:
             _validate(request)
         # Encoding refuses bad data (naive datetimes, values JSON cannot hold): do it before any I/O.
         metadata_cache: dict[int, str] = {}
-        encoded = [_encode_all(request.events, metadata_cache) for request in requests]
+        encoded = [_encode_request(request, metadata_cache) for request in requests]
 
         def batch(conn: sqlite3.Connection) -> list[BatchOutcome]:
+            conn.execute("SAVEPOINT append_bulk")
+            bulk = _append_bulk(conn, requests, encoded)  # raising: the transaction rolls back
+            if bulk is not None:
+                conn.execute("RELEASE append_bulk")
+                return bulk
+            # Some request needs a per-stream answer (conflict, retry, id clash): undo the bulk
+            # attempt and take each request on its own.
+            conn.execute("ROLLBACK TO append_bulk")
+            conn.execute("RELEASE append_bulk")
             outcomes: list[BatchOutcome] = []
             for request, rows in zip(requests, encoded):
                 conn.execute("SAVEPOINT append_request")
@@ -353,8 +374,66 @@ def _head(conn: sqlite3.Connection, stream_id: str) -> int:
     return NO_STREAM if row is None else int(row[0])
 
 
+_INSERT_EVENT = (
+    "INSERT INTO events (stream_id, version, event_id, type, schema_version, data, metadata)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?)"
+)
+# Multi-row INSERT for the bulk path: measured ~15% less time than one statement per row, and the
+# worker thread gives up and retakes the GIL once per statement instead of once per row (which,
+# with the event loop busy, costs the most). 64 rows x 7 = 448 parameters, below every
+# SQLITE_MAX_VARIABLE_NUMBER.
+_ROWS_PER_INSERT = 64
+_INSERT_EVENTS = _INSERT_EVENT + ", (?, ?, ?, ?, ?, ?, ?)" * (_ROWS_PER_INSERT - 1)
+_UPSERT_HEAD = (
+    "INSERT INTO streams (stream_id, head) VALUES (?, ?)"
+    " ON CONFLICT (stream_id) DO UPDATE SET head = excluded.head"
+)
+_HEADS_PER_SELECT = 500  # bound parameters per statement stay far below SQLITE_MAX_VARIABLE_NUMBER
+
+
+def _append_bulk(
+    conn: sqlite3.Connection, requests: Sequence[AppendRequest], encoded: Sequence[list[_EventRow]]
+) -> list[BatchOutcome] | None:
+    """All requests at once inside the caller's savepoint, or None (possibly after partial
+    writes, which the caller rolls back) when any request needs the per-request path."""
+    stream_ids = [request.stream_id for request in requests]
+    if len(set(stream_ids)) != len(stream_ids):
+        return None  # two appends to one stream in a batch: the second depends on the first
+    heads: dict[str, int] = {}
+    for start in range(0, len(stream_ids), _HEADS_PER_SELECT):
+        chunk = stream_ids[start : start + _HEADS_PER_SELECT]
+        heads.update(
+            conn.execute(
+                f"SELECT stream_id, head FROM streams WHERE stream_id IN ({','.join('?' * len(chunk))})",
+                chunk,
+            ).fetchall()
+        )
+    head_rows: list[tuple[str, int]] = []
+    outcomes: list[BatchOutcome] = []
+    for request in requests:
+        stream_id, expected = request.stream_id, request.expected_version
+        if heads.get(stream_id, NO_STREAM) != expected:
+            return None
+        last = expected + len(request.events)
+        head_rows.append((stream_id, last))
+        result = AppendResult(stream_id, expected + 1, last)
+        outcomes.append(BatchOutcome(request=request, result=result))
+    rows = list(chain.from_iterable(encoded))
+    whole = len(rows) - len(rows) % _ROWS_PER_INSERT
+    try:
+        for start in range(0, whole, _ROWS_PER_INSERT):
+            conn.execute(
+                _INSERT_EVENTS, tuple(chain.from_iterable(rows[start : start + _ROWS_PER_INSERT]))
+            )
+        conn.executemany(_INSERT_EVENT, rows[whole:])
+    except sqlite3.IntegrityError:
+        return None  # an event id stored before: the per-request path names the stream and id
+    conn.executemany(_UPSERT_HEAD, head_rows)
+    return outcomes
+
+
 def _append_one(
-    conn: sqlite3.Connection, request: AppendRequest, rows: list[_EncodedEvent]
+    conn: sqlite3.Connection, request: AppendRequest, rows: list[_EventRow]
 ) -> AppendResult:
     """One request inside the caller's transaction/savepoint; raises StoreError on a refusal."""
     stream_id, expected, count = request.stream_id, request.expected_version, len(rows)
@@ -369,21 +448,17 @@ def _append_one(
                     (stream_id, expected + 1, expected + count),
                 )
             ]
-            if stored == [r[0] for r in rows]:
+            if stored == [r[_EVENT_ID] for r in rows]:
                 # A retry after a lost acknowledgement: the same events already sit where the
                 # writer meant to put them.
                 return AppendResult(stream_id, expected + 1, expected + count, already_done=True)
         raise WrongExpectedVersion(stream_id, expected, head)
     try:
-        conn.executemany(
-            "INSERT INTO events (stream_id, version, event_id, type, schema_version, data, metadata)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?)",
-            [(stream_id, head + 1 + i, *row) for i, row in enumerate(rows)],
-        )
+        conn.executemany(_INSERT_EVENT, rows)  # numbered from expected, which is the head here
     except sqlite3.IntegrityError:
         # The write lock is ours and head was checked, so only an event id can collide.
         # Rows this executemany already inserted (above the old head) are not the clash.
-        ids = [r[0] for r in rows]
+        ids = [r[_EVENT_ID] for r in rows]
         clash = conn.execute(
             f"SELECT event_id FROM events WHERE event_id IN ({','.join('?' * len(ids))})"
             " AND NOT (stream_id = ? AND version > ?)",
@@ -392,9 +467,5 @@ def _append_one(
         if clash is None:
             raise
         raise EventIdConflict(stream_id, clash[0]) from None
-    conn.execute(
-        "INSERT INTO streams (stream_id, head) VALUES (?, ?)"
-        " ON CONFLICT (stream_id) DO UPDATE SET head = excluded.head",
-        (stream_id, head + count),
-    )
+    conn.execute(_UPSERT_HEAD, (stream_id, head + count))
     return AppendResult(stream_id, head + 1, head + count)

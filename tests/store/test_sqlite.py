@@ -210,3 +210,55 @@ async def test_event_ids_are_unique_across_streams_and_a_clash_writes_nothing(
     assert await sqlite_store.head(stream) == 1
     await sqlite_store.append(stream, batch[:2], 1)
     assert [e.event_id for e in await sqlite_store.load(stream, 2)] == [e.event_id for e in batch[:2]]
+
+
+def _event(event_id: str, **data: object) -> NewEvent:
+    return NewEvent(event_id, "RegisterRead", 1, {"id": event_id, **data}, EventMetadata("gw-test", T0))
+
+
+async def test_bulk_batches_keep_per_request_outcomes(sqlite_store: SqliteEventStore) -> None:
+    # append_batch takes a bulk path when every expected version matches and falls back to one
+    # savepoint per request otherwise; either way each request gets its own outcome.
+    store = sqlite_store
+    await store.append("a", [_event("id-1")], NO_STREAM)
+    # The same stream twice in one batch: sequential semantics.
+    out = await store.append_batch([
+        AppendRequest("b", NO_STREAM, (_event("id-2"),)),
+        AppendRequest("b", 1, (_event("id-3"), _event("id-4"))),
+        AppendRequest("c", NO_STREAM, (_event("id-5"),)),
+    ])
+    assert [o.error for o in out] == [None] * 3
+    assert [(o.result.first_version, o.result.last_version) for o in out if o.result] == [(1, 1), (2, 3), (1, 1)]
+    # An id clash in the middle request: the others land, the clashing stream gets nothing.
+    out = await store.append_batch([
+        AppendRequest("d", NO_STREAM, (_event("id-6"), _event("id-7"))),
+        AppendRequest("e", NO_STREAM, (_event("id-8"), _event("id-1"))),
+        AppendRequest("f", NO_STREAM, (_event("id-9"),)),
+    ])
+    assert out[0].result and out[2].result and isinstance(out[1].error, EventIdConflict)
+    assert (await store.head("d"), await store.head("e"), await store.head("f")) == (2, NO_STREAM, 1)
+    # An id clash between two requests of one batch.
+    out = await store.append_batch([
+        AppendRequest("g", NO_STREAM, (_event("id-10"),)),
+        AppendRequest("h", NO_STREAM, (_event("id-10"),)),
+    ])
+    assert out[0].result and isinstance(out[1].error, EventIdConflict)
+    # An idempotent retry next to a stale expected version.
+    out = await store.append_batch([
+        AppendRequest("g", NO_STREAM, (_event("id-10"),)),
+        AppendRequest("a", NO_STREAM, (_event("id-11"),)),
+    ])
+    assert out[0].result and out[0].result.already_done and isinstance(out[1].error, WrongExpectedVersion)
+    loaded = await store.load("b")
+    assert [e.version for e in loaded] == [1, 2, 3]
+    assert loaded[0].data == {"id": "id-2"}
+
+
+async def test_a_batch_of_many_streams_is_stored_whole(sqlite_store: SqliteEventStore) -> None:
+    streams = [f"m{i}" for i in range(1200)]  # more heads than one SELECT reads
+    out = await sqlite_store.append_batch([AppendRequest(s, NO_STREAM, (_event(f"{s}-1"),)) for s in streams])
+    assert all(o.result for o in out)
+    out = await sqlite_store.append_batch([AppendRequest(s, 1, (_event(f"{s}-2", big=2**70, text="zürich"),)) for s in streams])
+    assert all(o.result and o.result.last_version == 2 for o in out)
+    (event,) = await sqlite_store.load("m7", 2)
+    assert event.data == {"id": "m7-2", "big": 2**70, "text": "zürich"}
