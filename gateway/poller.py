@@ -3,10 +3,11 @@
 ``Poller.poll(meter_id, steps, deadline=...)`` builds the transport and DLMS session from the fleet
 config and the meter's profile (``drivers.meters``), runs the readers for the due steps, and turns
 what was read into events (``gateway.normalize``) that go to the event sink (``gateway.sinks``: the
-batched writer for SQLite, the store-and-forward outbox for Cosmos DB). The load profile is caught
-up from the last interval stored for the meter (read from the store through the repository, so it
-survives restarts) in range reads of at most a day each; the event log likewise from its newest
-stored entry (the meter state's ``event_log_ends``, with a copy in the health table).
+batched writer for SQLite, the store-and-forward outbox for Cosmos DB; ``gateway.wiring.open_poller``
+builds them and the poller). The load profile is caught up from the last interval stored for the
+meter (read from the store through the repository, so it survives restarts) in range reads of at
+most a day each; the event log likewise from its newest stored entry (the meter state's
+``event_log_ends``, with a copy in the health table).
 
 With Cosmos DB, a meter's state comes from the in-memory cache (trusted: the gateway is its meters'
 only writer), else from Cosmos with the meter's pending outbox events folded on top. When it is not
@@ -25,11 +26,9 @@ from __future__ import annotations
 import logging
 import os
 from collections import Counter, OrderedDict
-from contextlib import asynccontextmanager
-from pathlib import Path
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import TYPE_CHECKING, AsyncIterator, Callable, Iterable, Mapping
+from typing import Callable, Iterable, Mapping
 
 import anyio
 
@@ -52,18 +51,16 @@ from drivers.readings import (
     RegisterRefused,
 )
 from drivers.security import HlsGmacSecurity, LowLevelSecurity, NoSecurity, SecuritySettings
-from drivers.session import DlmsSession, FileInvocationCounterStore, InvocationCounterStore
+from drivers.session import DlmsSession, InvocationCounterStore
 from drivers.transport.base import Transport
 from drivers.transport.hdlc import HdlcTcpTransport
 from drivers.transport.wrapper import WrapperTransport
 from gateway.config.errors import SecretUnavailable
 from gateway.config.model import (
     ConcentratorConfig,
-    CosmosStoreConfig,
     FleetConfig,
     MeterConfig,
     OpticalPortConfig,
-    SqliteStoreConfig,
 )
 from gateway.events import ReadingGapDetected, SuspectReadingFlagged
 from gateway.health import HealthStore, PollOutcome
@@ -75,15 +72,9 @@ from gateway.repository import MeterRepository
 from gateway.store.base import EventStore
 from gateway.store.errors import EventIdConflict, StoreError, StoreUnavailable, StreamNotFound
 from gateway.store.model import NO_STREAM, NewEvent
-from gateway.store.sqlite import SqliteEventStore
 from gateway.streams import meter_stream_prefix, stream_id
-from gateway.outbox import Outbox
-from gateway.outbox_forwarder import Forwarder
-from gateway.sinks import EventSink, OutboxSink, OutboxView, WriterSink, describe_outbox
-from gateway.writer import BatchedWriter, WriterError
-
-if TYPE_CHECKING:
-    from gateway.store.cosmos_client import CosmosConfig
+from gateway.sinks import EventSink
+from gateway.writer import WriterError
 
 log = logging.getLogger(__name__)
 
@@ -618,146 +609,12 @@ class Poller:
         )
 
 
-class UnsupportedStore(Exception):
-    """The fleet's store kind cannot be polled into by this build."""
-
-
 class StateUnavailable(StoreUnavailable):
     """A meter's state is neither cached nor loadable from the store (Cosmos out of reach)."""
 
     def __init__(self, meter_id: str, message: str) -> None:
         self.meter_id = meter_id
         super().__init__(f"meter {meter_id!r}: {message}")
-
-
-def counters_directory(db_path: Path) -> Path:
-    """Where the client invocation counters of HLS meters live: next to the store file."""
-    return db_path.with_name(db_path.name + ".invocation-counters")
-
-
-@dataclass(frozen=True, slots=True)
-class ForwarderSettings:
-    """How ``open_poller`` forwards the outbox to Cosmos DB (see ``gateway.outbox_forwarder``)."""
-
-    run: bool = True  # a background forwarder while the poller is open (gateway run); False: drain()
-    store_timeout_s: float = 30.0
-    backoff_initial_s: float = 0.5
-    backoff_max_s: float = 60.0
-    idle_wait_s: float = 1.0
-
-
-@asynccontextmanager
-async def open_poller(
-    fleet: FleetConfig,
-    *,
-    db_path: Path | None = None,
-    now: Callable[[], datetime] = utc_now,
-    settings: PollerSettings | None = None,
-    counters: InvocationCounterStore | None = None,
-    environ: Mapping[str, str] | None = None,
-    forwarding: ForwarderSettings | None = None,
-) -> AsyncIterator[Poller]:
-    """A ``Poller`` with its store, health table and event sink; leaving flushes the sink.
-
-    SQLite (or ``db_path``, which overrides the fleet's store): the batched writer on the store
-    file, health in the same file. Cosmos DB: store-and-forward through the outbox file
-    (``outbox_path``), which also holds the health table and has the HLS invocation counters next
-    to it; with ``forwarding.run`` a forwarder drains the outbox in the background while the poller
-    is open and is stopped on leaving (what is pending stays in the outbox file). The far store is
-    not contacted on opening: the gateway starts and polls while Cosmos is out of reach.
-    """
-    if db_path is None and isinstance(fleet.store, CosmosStoreConfig):
-        async with _open_cosmos_poller(
-            fleet, fleet.store, now=now, settings=settings, counters=counters, environ=environ,
-            forwarding=forwarding or ForwarderSettings(),
-        ) as poller:
-            yield poller
-        return
-    if db_path is None:
-        assert isinstance(fleet.store, SqliteStoreConfig)
-        db_path = fleet.store.path
-    db_path.parent.mkdir(parents=True, exist_ok=True)
-    store = await SqliteEventStore.open(db_path)
-    try:
-        health = await HealthStore.open(db_path)
-        try:
-            async with BatchedWriter(store) as writer:
-                yield Poller(
-                    fleet, CachingRepository(store), WriterSink(writer), health,
-                    counters=counters or FileInvocationCounterStore(counters_directory(db_path)),
-                    settings=settings, now=now, environ=environ,
-                )
-        finally:
-            await health.aclose()
-    finally:
-        await store.aclose()
-
-
-def cosmos_config_for(store: CosmosStoreConfig) -> CosmosConfig:
-    """The Cosmos client configuration of a fleet's ``[store]`` (the key stays in its variable)."""
-    from gateway.store.cosmos_client import CosmosConfig  # the SDK only where Cosmos is used
-
-    if store.key.kind != "env":
-        raise UnsupportedStore("the Cosmos DB key must be given by environment variable")
-    return CosmosConfig(endpoint=store.endpoint, database=store.database, container=store.container,
-                        key_env=store.key.target, verify_tls=store.verify_tls)
-
-
-@asynccontextmanager
-async def _open_cosmos_poller(
-    fleet: FleetConfig,
-    config: CosmosStoreConfig,
-    *,
-    now: Callable[[], datetime],
-    settings: PollerSettings | None,
-    counters: InvocationCounterStore | None,
-    environ: Mapping[str, str] | None,
-    forwarding: ForwarderSettings,
-) -> AsyncIterator[Poller]:
-    from gateway.store.cosmos import CosmosEventStore  # the SDK only where Cosmos is used
-
-    azure_log = logging.getLogger("azure")
-    if azure_log.level == logging.NOTSET:
-        # The SDK logs every HTTP request and response at INFO: thousands of lines per hour.
-        azure_log.setLevel(logging.WARNING)
-    outbox_path = config.outbox_path
-    outbox_path.parent.mkdir(parents=True, exist_ok=True)
-    far = await CosmosEventStore.open(cosmos_config_for(config))
-    try:
-        outbox = await Outbox.open(outbox_path, config.outbox_max_bytes)
-        try:
-            health = await HealthStore.open(outbox_path)
-            try:
-                view = OutboxView(far, outbox)
-                forwarder = Forwarder(
-                    outbox, far, store_timeout_s=forwarding.store_timeout_s,
-                    backoff_initial_s=forwarding.backoff_initial_s, backoff_max_s=forwarding.backoff_max_s,
-                    idle_wait_s=forwarding.idle_wait_s,
-                )
-                poller = Poller(
-                    fleet, CachingRepository(view, verify_head=False),  # type: ignore[arg-type]
-                    OutboxSink(outbox, view, forwarder), health,
-                    counters=counters or FileInvocationCounterStore(counters_directory(outbox_path)),
-                    settings=settings, now=now, environ=environ,
-                )
-                if not forwarding.run:
-                    yield poller
-                    return
-                async with anyio.create_task_group() as tg:
-                    tg.start_soon(forwarder.run, name="outbox forwarder")
-                    try:
-                        yield poller
-                    finally:
-                        # Pending events stay in the outbox file for the next start.
-                        tg.cancel_scope.cancel()
-                with anyio.CancelScope(shield=True):
-                    log.info("outbox forwarder stopped: %s", describe_outbox(await outbox.state()))
-            finally:
-                await health.aclose()
-        finally:
-            await outbox.aclose()
-    finally:
-        await far.aclose()
 
 
 def _given(configured: int | None, default: int) -> int:
@@ -772,7 +629,6 @@ def _safe(exc: BaseException) -> str:
 
 
 __all__ = [
-    "NOT_ATTEMPTED", "STEP_ORDER", "CachingRepository", "ForwarderSettings", "Poller", "catch_up_ranges",
-    "PollerSettings", "PollSummary", "StateUnavailable", "UnsupportedStore", "cosmos_config_for",
-    "counters_directory", "open_poller", "utc_now",
+    "NOT_ATTEMPTED", "STEP_ORDER", "CachingRepository", "Poller", "catch_up_ranges", "PollerSettings",
+    "PollSummary", "StateUnavailable", "utc_now",
 ]

@@ -15,6 +15,19 @@ its retries together: a dead meter costs its bus and the fleet no more than ``me
 Retries (for failures a new session may cure) wait an exponential backoff with jitter, and only
 re-read the steps that failed.
 
+Across cycles, a meter that keeps not answering backs off (``MeterBackoff``), so that it stops
+holding its bus for a whole deadline at every slot: after ``BACKOFF_AFTER`` (3) consecutive failed
+polls it is polled only at every 2nd slot, then every 4th after the next failure, and so on, at
+least once every ``MAX_BACKOFF_SLOTS`` (8) slots (with 15-minute schedules: every 2 hours). A slot
+is one wake of the meter's job in ``run()``, or one ``run_cycle()``; a skipped slot is simply not
+polled (the load profile catches up at the next poll). The first successful poll ends the backoff.
+A failed poll is one the meter did not answer in full (a failure a new session may cure: timeout,
+lost link, corrupt frames); a poll the store made fail (store down, state not loadable) or that the
+meter answered with refusals leaves the count as it is. A meter whose poll failed for its config
+(unknown profile, a missing secret) is not polled again by this scheduler (that is, until the
+config is loaded again), since polling it again cannot succeed. ``poll_meter`` (one meter now, as
+``gateway poll`` asks) always polls.
+
 ``stop()`` ends the jobs at their next wait; polls in flight finish (within their deadline) first.
 """
 from __future__ import annotations
@@ -47,6 +60,12 @@ SCHEDULE_STEPS: Mapping[str, PollStep] = {
 ALL_STEPS: frozenset[PollStep] = frozenset({"identity", *SCHEDULE_STEPS.values()})
 # Steps due within this fraction of the shortest interval are read in the same session.
 COALESCE_FRACTION = 0.1
+BACKOFF_AFTER = 3  # consecutive failed polls before a meter is polled less often
+MAX_BACKOFF_SLOTS = 8  # a backed-off meter is still polled at least once in this many slots
+# Failures a new poll cannot cure until the config changes (gateway.poller's summaries).
+CONFIG_ERROR_KINDS = frozenset({"ConfigError", "SecretUnavailable"})
+# A failure of the store, not the meter: says nothing about whether the meter answers.
+STORE_ERROR_KINDS = frozenset({"StateUnavailable"})
 
 
 class MeterPoller(Protocol):
@@ -101,6 +120,67 @@ class FleetLimits:
             yield
 
 
+class MeterBackoff:
+    """Cross-cycle backoff of the meters that do not answer; see the module docstring.
+
+    ``should_poll(meter_id)`` is asked once per slot; ``record(summary)`` after every poll.
+    """
+
+    def __init__(self, after: int = BACKOFF_AFTER, max_slots: int = MAX_BACKOFF_SLOTS) -> None:
+        if after < 1 or max_slots < 1:
+            raise ValueError(f"backoff needs after >= 1 and max_slots >= 1, got {after} and {max_slots}")
+        self.after = after
+        self.max_slots = max_slots
+        self._failures: dict[str, int] = {}  # meter -> consecutive failed polls
+        self._skipped: dict[str, int] = {}  # meter -> slots skipped since its last poll
+        self._config_errors: dict[str, str] = {}  # meter -> why it is not polled until the next config
+
+    def failures(self, meter_id: str) -> int:
+        """Consecutive failed polls of the meter (0 after a success)."""
+        return self._failures.get(meter_id, 0)
+
+    def config_error(self, meter_id: str) -> str | None:
+        """Why the meter is not polled until the config is loaded again (None: it is polled)."""
+        return self._config_errors.get(meter_id)
+
+    def period(self, meter_id: str) -> int:
+        """Poll the meter at every ``period``-th slot: 1 until ``after`` failures, then 2, 4, ...
+        up to ``max_slots``."""
+        excess = self.failures(meter_id) - self.after
+        return 1 if excess < 0 else min(self.max_slots, 2 ** min(excess + 1, 30))
+
+    def should_poll(self, meter_id: str) -> bool:
+        """Whether this slot of the meter is polled (counts the slot when it is skipped)."""
+        if meter_id in self._config_errors:
+            return False
+        skipped = self._skipped.get(meter_id, 0) + 1
+        if skipped >= self.period(meter_id):
+            return True
+        self._skipped[meter_id] = skipped
+        log.debug("meter %s: slot skipped (backoff: %d consecutive failures)", meter_id, self.failures(meter_id))
+        return False
+
+    def record(self, summary: PollSummary) -> None:
+        meter_id = summary.meter_id
+        self._skipped.pop(meter_id, None)
+        error = summary.first_error
+        if summary.ok:
+            failures = self._failures.pop(meter_id, 0)
+            if failures >= self.after:
+                log.info("meter %s: answered again after %d failed polls; backoff ended, polled at every slot",
+                         meter_id, failures)
+        elif error is not None and error.kind in CONFIG_ERROR_KINDS and not summary.retryable:
+            self._config_errors[meter_id] = error.message
+            log.warning("meter %s: not polled again until the config is reloaded: %s", meter_id,
+                        summary.describe_error())
+        elif summary.retryable and summary.store_error is None and not (error and error.kind in STORE_ERROR_KINDS):
+            before = self.period(meter_id)
+            failures = self._failures[meter_id] = self.failures(meter_id) + 1
+            if self.period(meter_id) != before:  # put on backoff, or backing off further
+                log.info("meter %s: %d consecutive failed polls; backoff: polled once every %d slots",
+                         meter_id, failures, self.period(meter_id))
+
+
 def merge_attempts(first: PollSummary, later: PollSummary) -> PollSummary:
     """One summary for a poll and its retry: what both read and stored, the retry's errors."""
     stored = Counter(first.stored)
@@ -141,6 +221,7 @@ class Scheduler:
         self.meters: tuple[MeterConfig, ...] = tuple(m for m in fleet.meters if wanted is None or m.id in wanted)
         self._stop = anyio.Event()
         self._rng = _rng(seed, "backoff")
+        self.backoff = MeterBackoff()
 
     @property
     def policy(self) -> Limits:
@@ -186,6 +267,7 @@ class Scheduler:
         else:
             log.warning("meter %s: %s; stored %d events", meter.id, summary.describe_error(),
                         sum(summary.stored.values()))
+        self.backoff.record(summary)
         if self.on_poll is not None:
             self.on_poll(summary)
         return summary
@@ -205,7 +287,10 @@ class Scheduler:
     # -- a cycle of the whole fleet ---------------------------------------------------------
 
     async def run_cycle(self, steps: frozenset[PollStep] = ALL_STEPS) -> list[PollSummary]:
-        """Poll every meter once (all at once, as the limits allow); summaries in fleet order."""
+        """Poll every meter once (all at once, as the limits allow); summaries in fleet order.
+
+        A cycle is one slot of every meter: a meter on backoff (or with a config error) whose slot
+        is skipped is not polled and has no summary."""
         results: dict[str, PollSummary] = {}
 
         async def one(meter: MeterConfig) -> None:
@@ -213,7 +298,8 @@ class Scheduler:
 
         async with anyio.create_task_group() as tg:
             for meter in self.meters:
-                tg.start_soon(one, meter, name=f"poll {meter.id}")
+                if self.backoff.should_poll(meter.id):
+                    tg.start_soon(one, meter, name=f"poll {meter.id}")
         return [results[m.id] for m in self.meters if m.id in results]
 
     # -- long-running -----------------------------------------------------------------------
@@ -251,8 +337,11 @@ class Scheduler:
             steps: set[PollStep] = {SCHEDULE_STEPS[name] for name in due}
             if "clock" in steps:
                 steps.add("identity")  # with the clock check: notices a firmware change
-            if await self._poll_meter(meter, frozenset(steps), abandon_on_stop=True) is None:
-                return
+            if self.backoff.should_poll(meter.id):
+                if await self._poll_meter(meter, frozenset(steps), abandon_on_stop=True) is None:
+                    return
+                if self.backoff.config_error(meter.id) is not None:
+                    return  # nothing to poll until the config is loaded again
             now = anyio.current_time()
             for name in due:
                 # The next slot after now: a poll that overran its interval skips slots rather
@@ -271,6 +360,6 @@ class Scheduler:
 
 
 __all__ = [
-    "ALL_STEPS", "SCHEDULE_STEPS", "FleetLimits", "MeterPoller", "Scheduler", "backoff_delay", "merge_attempts",
-    "slot_time",
+    "ALL_STEPS", "BACKOFF_AFTER", "MAX_BACKOFF_SLOTS", "SCHEDULE_STEPS", "FleetLimits", "MeterBackoff", "MeterPoller",
+    "Scheduler", "backoff_delay", "merge_attempts", "slot_time",
 ]

@@ -44,7 +44,7 @@ import anyio.to_thread
 from gateway.config import parse_config
 from gateway.logsetup import configure
 from gateway.poll_result import PollStep
-from gateway.poller import open_poller
+from gateway.wiring import open_poller
 from gateway.scheduler import Scheduler
 from gateway.commands._args import non_negative, positive
 

@@ -22,7 +22,7 @@ from gateway.config import ConfigError, CosmosStoreConfig, FleetConfig, load_con
 from gateway.config.model import LOG_FORMATS
 from gateway.health import HealthError
 from gateway.logsetup import configure
-from gateway.poller import UnsupportedStore, open_poller
+from gateway.wiring import UnsupportedStore, open_poller
 from gateway.run_projections import run_projections
 from gateway.scheduler import Scheduler
 from gateway.store.errors import StoreError

@@ -34,11 +34,12 @@ from gateway.events import (
     decode,
 )
 from gateway.health import HealthStore
-from gateway.poller import PollSummary, open_poller
+from gateway.poller import PollSummary
 from gateway.repository import MeterRepository
 from gateway.scheduler import Scheduler
 from gateway.store.model import RecordedEvent
 from gateway.store.sqlite import SqliteEventStore
+from gateway.wiring import open_poller
 
 from . import ABSENT, SECRETS, fleet_toml
 

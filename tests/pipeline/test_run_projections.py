@@ -23,7 +23,7 @@ from drivers.simulator import Framing, MeterSimulator, SimulatorConfig, expected
 from drivers.simulator.fleet import fleet
 from gateway.config import parse_config
 from gateway.events import RegisterRead, decode
-from gateway.poller import open_poller
+from gateway.wiring import open_poller
 from gateway.projections import DAILY_CONSUMPTION, FLEET_OVERVIEW, LATEST_READING, SqliteViewStore, views_path
 from gateway.run_projections import run_projections
 from gateway.scheduler import Scheduler

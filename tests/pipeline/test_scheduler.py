@@ -21,8 +21,9 @@ from drivers.simulator import Framing, MeterSimulator, SimulatorConfig
 from drivers.simulator.fleet import fleet
 from gateway.config import FleetConfig, Schedule, parse_config
 from gateway.poll_result import PollStep, StepError
-from gateway.poller import PollerSettings, PollSummary, catch_up_ranges, open_poller
+from gateway.poller import PollerSettings, PollSummary, catch_up_ranges
 from gateway.scheduler import ALL_STEPS, Scheduler, backoff_delay, slot_time
+from gateway.wiring import open_poller
 
 from . import ABSENT, SECRETS, fleet_toml
 

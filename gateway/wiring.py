@@ -1,0 +1,172 @@
+"""The composition root of a poller: which store, sink, health table and counters a fleet gets.
+
+``open_poller(fleet, ...)`` wires a ``gateway.poller.Poller`` to its backend. SQLite (the default,
+or ``db_path``): the event store file, the batched writer as the sink, the health table in the same
+file and the HLS invocation counters next to it. Cosmos DB: store-and-forward through the local
+outbox file (which also holds the health table), the outbox view as what the poller reads from, and
+optionally a background forwarder draining the outbox to Cosmos while the poller is open. The
+poller itself knows none of this: it talks to an ``EventSink``, a ``MeterRepository`` and a
+``HealthStore``.
+"""
+from __future__ import annotations
+
+import logging
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, AsyncIterator, Callable, Mapping
+
+import anyio
+
+from drivers.session import FileInvocationCounterStore, InvocationCounterStore
+from gateway.config.model import CosmosStoreConfig, FleetConfig, SqliteStoreConfig
+from gateway.health import HealthStore
+from gateway.outbox import Outbox
+from gateway.outbox_forwarder import Forwarder
+from gateway.poller import CachingRepository, Poller, PollerSettings, utc_now
+from gateway.sinks import OutboxSink, OutboxView, WriterSink, describe_outbox
+from gateway.store.sqlite import SqliteEventStore
+from gateway.writer import BatchedWriter
+
+if TYPE_CHECKING:
+    from gateway.store.cosmos_client import CosmosConfig
+
+log = logging.getLogger(__name__)
+
+
+class UnsupportedStore(Exception):
+    """The fleet's store kind cannot be polled into by this build."""
+
+
+def counters_directory(db_path: Path) -> Path:
+    """Where the client invocation counters of HLS meters live: next to the store file."""
+    return db_path.with_name(db_path.name + ".invocation-counters")
+
+
+@dataclass(frozen=True, slots=True)
+class ForwarderSettings:
+    """How ``open_poller`` forwards the outbox to Cosmos DB (see ``gateway.outbox_forwarder``)."""
+
+    run: bool = True  # a background forwarder while the poller is open (gateway run); False: drain()
+    store_timeout_s: float = 30.0
+    backoff_initial_s: float = 0.5
+    backoff_max_s: float = 60.0
+    idle_wait_s: float = 1.0
+
+
+@asynccontextmanager
+async def open_poller(
+    fleet: FleetConfig,
+    *,
+    db_path: Path | None = None,
+    now: Callable[[], datetime] = utc_now,
+    settings: PollerSettings | None = None,
+    counters: InvocationCounterStore | None = None,
+    environ: Mapping[str, str] | None = None,
+    forwarding: ForwarderSettings | None = None,
+) -> AsyncIterator[Poller]:
+    """A ``Poller`` with its store, health table and event sink; leaving flushes the sink.
+
+    SQLite (or ``db_path``, which overrides the fleet's store): the batched writer on the store
+    file, health in the same file. Cosmos DB: store-and-forward through the outbox file
+    (``outbox_path``), which also holds the health table and has the HLS invocation counters next
+    to it; with ``forwarding.run`` a forwarder drains the outbox in the background while the poller
+    is open and is stopped on leaving (what is pending stays in the outbox file). The far store is
+    not contacted on opening: the gateway starts and polls while Cosmos is out of reach.
+    """
+    if db_path is None and isinstance(fleet.store, CosmosStoreConfig):
+        async with _open_cosmos_poller(
+            fleet, fleet.store, now=now, settings=settings, counters=counters, environ=environ,
+            forwarding=forwarding or ForwarderSettings(),
+        ) as poller:
+            yield poller
+        return
+    if db_path is None:
+        assert isinstance(fleet.store, SqliteStoreConfig)
+        db_path = fleet.store.path
+    db_path.parent.mkdir(parents=True, exist_ok=True)
+    store = await SqliteEventStore.open(db_path)
+    try:
+        health = await HealthStore.open(db_path)
+        try:
+            async with BatchedWriter(store) as writer:
+                yield Poller(
+                    fleet, CachingRepository(store), WriterSink(writer), health,
+                    counters=counters or FileInvocationCounterStore(counters_directory(db_path)),
+                    settings=settings, now=now, environ=environ,
+                )
+        finally:
+            await health.aclose()
+    finally:
+        await store.aclose()
+
+
+def cosmos_config_for(store: CosmosStoreConfig) -> CosmosConfig:
+    """The Cosmos client configuration of a fleet's ``[store]`` (the key stays in its variable)."""
+    from gateway.store.cosmos_client import CosmosConfig  # the SDK only where Cosmos is used
+
+    if store.key.kind != "env":
+        raise UnsupportedStore("the Cosmos DB key must be given by environment variable")
+    return CosmosConfig(endpoint=store.endpoint, database=store.database, container=store.container,
+                        key_env=store.key.target, verify_tls=store.verify_tls)
+
+
+@asynccontextmanager
+async def _open_cosmos_poller(
+    fleet: FleetConfig,
+    config: CosmosStoreConfig,
+    *,
+    now: Callable[[], datetime],
+    settings: PollerSettings | None,
+    counters: InvocationCounterStore | None,
+    environ: Mapping[str, str] | None,
+    forwarding: ForwarderSettings,
+) -> AsyncIterator[Poller]:
+    from gateway.store.cosmos import CosmosEventStore  # the SDK only where Cosmos is used
+
+    azure_log = logging.getLogger("azure")
+    if azure_log.level == logging.NOTSET:
+        # The SDK logs every HTTP request and response at INFO: thousands of lines per hour.
+        azure_log.setLevel(logging.WARNING)
+    outbox_path = config.outbox_path
+    outbox_path.parent.mkdir(parents=True, exist_ok=True)
+    far = await CosmosEventStore.open(cosmos_config_for(config))
+    try:
+        outbox = await Outbox.open(outbox_path, config.outbox_max_bytes)
+        try:
+            health = await HealthStore.open(outbox_path)
+            try:
+                view = OutboxView(far, outbox)
+                forwarder = Forwarder(
+                    outbox, far, store_timeout_s=forwarding.store_timeout_s,
+                    backoff_initial_s=forwarding.backoff_initial_s, backoff_max_s=forwarding.backoff_max_s,
+                    idle_wait_s=forwarding.idle_wait_s,
+                )
+                poller = Poller(
+                    fleet, CachingRepository(view, verify_head=False),  # type: ignore[arg-type]
+                    OutboxSink(outbox, view, forwarder), health,
+                    counters=counters or FileInvocationCounterStore(counters_directory(outbox_path)),
+                    settings=settings, now=now, environ=environ,
+                )
+                if not forwarding.run:
+                    yield poller
+                    return
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(forwarder.run, name="outbox forwarder")
+                    try:
+                        yield poller
+                    finally:
+                        # Pending events stay in the outbox file for the next start.
+                        tg.cancel_scope.cancel()
+                with anyio.CancelScope(shield=True):
+                    log.info("outbox forwarder stopped: %s", describe_outbox(await outbox.state()))
+            finally:
+                await health.aclose()
+        finally:
+            await outbox.aclose()
+    finally:
+        await far.aclose()
+
+
+__all__ = ["ForwarderSettings", "UnsupportedStore", "cosmos_config_for", "counters_directory", "open_poller"]
