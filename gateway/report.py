@@ -2,7 +2,8 @@
 
 Drawn with matplotlib's Agg backend (no display on a substation box). Days with missing load-profile
 intervals are hatched and labelled with how many are missing; days with no data at all get a marker,
-so a gap is never mistaken for zero consumption. Every day of the requested range has a slot.
+so a gap is never mistaken for zero consumption. The day still in progress (the meter's newest data
+lies inside it) is labelled so, and hatched only if intervals that have already ended are missing. Every day of the requested range has a slot.
 """
 from __future__ import annotations
 
@@ -31,6 +32,12 @@ class ReportError(Exception):
 
 def _kwh(value: Decimal | None) -> float:
     return 0.0 if value is None else float(value / 1000)
+
+
+def _incomplete(figure: DailyFigure) -> bool:
+    # A day in progress is not finished, but only the intervals that should be there and are not
+    # make it incomplete.
+    return bool(figure.intervals_missing) if figure.in_progress else not figure.complete
 
 
 def _day_label(day: date, timezone_name: str | None) -> str:
@@ -62,18 +69,26 @@ def draw_daily_consumption(
         for offset, colour, attr in ((-width / 2, IMPORT_COLOUR, "import_wh"),
                                      (width / 2, EXPORT_COLOUR, "export_wh")):
             heights = [_kwh(getattr(by_day[d], attr)) if d in by_day else 0.0 for d in days]
-            hatches = ["//" if d in by_day and not by_day[d].complete else "" for d in days]
+            hatches = ["//" if d in by_day and _incomplete(by_day[d]) else "" for d in days]
             bars = ax.bar([p + offset for p in positions], heights, width, color=colour,
                           edgecolor="black", linewidth=0.5)
-            for bar, hatch in zip(bars, hatches):
+            for bar, hatch, day in zip(bars, hatches, days):
                 bar.set_hatch(hatch)
                 if hatch:
                     bar.set_alpha(0.6)
+                if day in by_day and by_day[day].in_progress:
+                    bar.set_linestyle("--")  # so far, not the day's total
         for position, day in zip(positions, days):
             figure = by_day.get(day)
             if figure is None or (figure.import_wh is None and figure.export_wh is None):
                 ax.text(position, top * 0.02, "no data", ha="center", va="bottom", rotation=90,
                         fontsize=8, color="dimgrey")
+            elif figure.in_progress:
+                height = max(_kwh(figure.import_wh), _kwh(figure.export_wh))
+                label = "in progress" + (f"\n{figure.intervals_missing}/{figure.intervals_expected}\nmissing"
+                                         if figure.intervals_missing else "")
+                ax.text(position, height + top * 0.02, label, ha="center", va="bottom", fontsize=7,
+                        color="firebrick" if figure.intervals_missing else "dimgrey")
             elif figure.intervals_missing or not figure.complete and figure.source == "intervals":
                 height = max(_kwh(figure.import_wh), _kwh(figure.export_wh))
                 # A day with every interval but no value at its midnight lacks its first interval.
@@ -99,12 +114,16 @@ def draw_daily_consumption(
                      fontsize=11)
         ax.grid(axis="y", linestyle=":", linewidth=0.6)
         ax.set_axisbelow(True)
-        fig.legend(handles=[
+        legend = [
             Patch(facecolor=IMPORT_COLOUR, edgecolor="black", label="Import (kWh)"),
             Patch(facecolor=EXPORT_COLOUR, edgecolor="black", label="Export (kWh)"),
             Patch(facecolor="white", edgecolor="black", hatch="//",
                   label="Incomplete day (intervals missing)"),
-        ], loc="lower center", ncol=3, fontsize=8, frameon=False)
+        ]
+        if any(by_day[d].in_progress for d in days if d in by_day):
+            legend.append(Patch(facecolor="white", edgecolor="black", linestyle="--",
+                                label="Day in progress (so far)"))
+        fig.legend(handles=legend, loc="lower center", ncol=len(legend), fontsize=8, frameon=False)
         fig.tight_layout(rect=(0, 0.05, 1, 1))
         try:
             fig.savefig(out, format="png")

@@ -9,9 +9,12 @@ Simulated time: the simulator's clock is frozen and moved on 15 minutes between 
 gateway reads the same clock, so each cycle finds a new load-profile interval without waiting for
 it; only the absent meter's deadline is spent in real time.
 
-Where the config comes from: the repository's ``config/`` directory, found next to the installed
-``gateway`` package (the README's install is an editable install of a clone); ``--config`` points at
-another copy. Its test-only secrets come from ``demo-fleet.env`` beside it, as environment variables
+Where the config comes from: ``--config`` if given; else the repository's ``config/`` directory,
+found next to the ``gateway`` package (an editable install or a run from a clone); else the copy a
+non-editable install puts in ``<prefix>/share/meter-gateway/`` (pyproject's data-files: one copy in
+git, copied at build time). With that installed copy the default store is ``./var/demo-events.db``
+in the working directory, not beside the config (which would be inside the Python installation).
+Its test-only secrets come from ``demo-fleet.env`` beside it, as environment variables
 that are set only if not set already. The fleet's ports are the ones ``gateway simulate --port 14059``
 uses; if they are taken, the simulator listens on free ports and the demo points its connections
 there (in memory; the file is not changed).
@@ -21,6 +24,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import sysconfig
 from collections import Counter
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import replace
@@ -35,13 +39,16 @@ from drivers.simulator import Framing, MeterSimulator, SimulatorConfig
 from drivers.simulator.fleet import fleet as simulated_fleet
 from gateway.config import ConfigError, FleetConfig, SqliteStoreConfig, load_config, read_env_file
 from gateway.logsetup import configure
-from gateway.poller import PollSummary, counters_directory, open_poller
+from gateway.poller import PollSummary
+from gateway.wiring import counters_directory, open_poller
 from gateway.scheduler import Scheduler
 from gateway.store.sqlite import SqliteEventStore
 from gateway.commands._args import positive
 
 DEMO_CONFIG = "demo-fleet.toml"
 DEMO_ENV = "demo-fleet.env"
+INSTALLED_DATA = Path("share") / "meter-gateway"  # pyproject [tool.setuptools.data-files]
+INSTALLED_DEMO_STORE = Path("var") / "demo-events.db"  # relative to the working directory
 CYCLE_STEP = timedelta(minutes=15)  # simulated time between cycles: one load-profile interval
 
 
@@ -61,31 +68,50 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         "--db", type=Path,
         help="new SQLite store file to create (default: the demo config's store, var/demo-events.db, replaced)",
     )
-    parser.add_argument("--config", type=Path, help=f"demo fleet config (default: the repository's config/{DEMO_CONFIG})")
+    parser.add_argument("--config", type=Path, help=f"demo fleet config (default: the repository's config/{DEMO_CONFIG}, "
+                        f"else the copy installed with the package)")
     parser.add_argument("--verbose", action="store_true", help="also print the gateway's log (stderr)")
     parser.set_defaults(func=run)
 
 
-def demo_config_path() -> Path:
-    """The demo config shipped in the repository, located from the installed package."""
-    candidate = Path(gateway.__file__).resolve().parent.parent / "config" / DEMO_CONFIG
-    if not candidate.is_file():
-        raise DemoError(
-            f"cannot find the demo fleet config at {candidate}; install from a clone of the repository "
-            f"(pip install -e .) or pass --config path/to/{DEMO_CONFIG}"
-        )
-    return candidate
+def _installed_data_dirs() -> list[Path]:
+    # Where pip puts data-files: the environment's prefix, or the user base for `pip install --user`.
+    schemes = [None, f"{os.name}_user"] if f"{os.name}_user" in sysconfig.get_scheme_names() else [None]
+    dirs = [Path(sysconfig.get_path("data", scheme) if scheme else sysconfig.get_path("data")) / INSTALLED_DATA
+            for scheme in schemes]
+    return list(dict.fromkeys(dirs))
+
+
+def demo_config_path() -> tuple[Path, bool]:
+    """The demo config and whether it is the installed copy (not the repository's ``config/``)."""
+    repository = Path(gateway.__file__).resolve().parent.parent / "config" / DEMO_CONFIG
+    if repository.is_file():
+        return repository, False
+    installed = [d / DEMO_CONFIG for d in _installed_data_dirs()]
+    for candidate in installed:
+        if candidate.is_file():
+            return candidate, True
+    looked = ", ".join(str(p) for p in [repository, *installed])
+    raise DemoError(
+        f"cannot find the demo fleet config {DEMO_CONFIG} (looked in: {looked}); "
+        f"run `gateway demo --config PATH/{DEMO_CONFIG}` with the config/{DEMO_CONFIG} of a "
+        f"meter-gateway source tree ({DEMO_ENV}, its test secrets, must sit beside it), "
+        f"or reinstall meter-gateway, which installs it in share/meter-gateway/ of its environment"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     configure("INFO" if args.verbose else "CRITICAL", "text")
     try:
-        config_path = args.config or demo_config_path()
+        config_path, installed = (args.config, False) if args.config else demo_config_path()
         env_path = config_path.with_name(DEMO_ENV)
         if env_path.is_file():
             for name, value in read_env_file(env_path).items():
                 os.environ.setdefault(name, value)
         fleet = load_config(config_path)
+        if installed:
+            fleet = replace(fleet, store=SqliteStoreConfig(INSTALLED_DEMO_STORE.resolve()))
+            print(f"gateway demo: using the installed demo fleet {config_path}", file=sys.stderr)
         db_path = _fresh_store_path(fleet, args.db)
         return anyio.run(_demo, fleet, db_path, args.cycles)
     except (DemoError, ConfigError) as exc:

@@ -197,7 +197,8 @@ def _kwh(value: Decimal | None) -> str:
 
 def _daily_table(figures: Sequence[DailyFigure]) -> str:
     rows = [(f.meter_id, f.day.isoformat(), _kwh(f.import_wh), _kwh(f.export_wh),
-             "-" if f.intervals_missing is None else f"{f.intervals_missing}/{f.intervals_expected}",
+             ("-" if f.intervals_missing is None else f"{f.intervals_missing}/{f.intervals_expected}")
+             + (" (in progress)" if f.in_progress else ""),
              f.source) for f in figures]
     return table(("METER", "LOCAL DAY", "IMPORT kWh", "EXPORT kWh", "MISSING", "SOURCE"), rows) + \
         f"\n({len(figures)} day{'s' if len(figures) != 1 else ''})"

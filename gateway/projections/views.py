@@ -11,6 +11,7 @@ reading, skipping of already-applied events and saving.
 * ``daily_consumption``: one document per meter per LOCAL day (the meter's configured time zone):
   the load-profile values of that day (cumulative and per-period energy channels) and the first/last
   register reads; import/export Wh and missing intervals are derived from them (``summarise_day``).
+  The day holding the meter's newest data is ``inProgress``: intervals still to come are not missing.
   A row at local midnight is kept in both days it bounds: it ends the one and starts the other.
 * ``fleet_overview``: one small document per meter (no single hot document: on Cosmos each lands
   in its meter's partition); ``fleet_summary`` adds them up when read.
@@ -233,13 +234,37 @@ def _channel_energy(rows: Mapping[datetime, Mapping[str, str]], start: datetime,
     return sum(sums, Decimal(0)) if sums else None
 
 
+def _latest_known(doc: Mapping[str, Any], rows: Iterable[datetime]) -> datetime | None:
+    """The newest moment the document has data for: an interval end or a register read."""
+    moments = [*rows, *(parse_utc(entry["last"]["time"]) for entry in doc.get("registers", {}).values()
+                        if entry.get("last") is not None)]
+    return max(moments, default=None)
+
+
+def expected_intervals(doc: Mapping[str, Any]) -> int | None:
+    """Intervals of the whole local day (96; 92 or 100 on DST change days), None without a period."""
+    period_s = doc.get("periodS")
+    if not period_s:
+        return None
+    start, end = day_bounds(date.fromisoformat(doc["date"]), ZoneInfo(doc["timezone"]))
+    return int((end - start).total_seconds()) // period_s
+
+
 def summarise_day(doc: Mapping[str, Any]) -> dict[str, Any]:
-    """Derived figures of a daily document: energy from its intervals and interval counts."""
+    """Derived figures of a daily document: energy from its intervals and interval counts.
+
+    A day whose newest data (interval end or register read) lies before its end is in progress:
+    only the intervals that have ended by then are expected, so the hours still to come do not
+    count as missing."""
     zone = ZoneInfo(doc["timezone"])
     start, end = day_bounds(date.fromisoformat(doc["date"]), zone)
     rows = {parse_utc(moment): values for moment, values in doc["rows"].items()}
     period_s = doc.get("periodS")
-    expected = int((end - start).total_seconds()) // period_s if period_s else None
+    known = _latest_known(doc, rows)
+    in_progress = known is not None and known < end
+    expected = expected_intervals(doc)
+    if in_progress and period_s:
+        expected = max(int((known - start).total_seconds()), 0) // period_s  # type: ignore[operator]
     present = sum(1 for moment in rows if start < moment <= end)
     import_wh = _channel_energy(rows, start, end, _IMPORT)
     export_wh = _channel_energy(rows, start, end, _EXPORT)
@@ -250,7 +275,8 @@ def summarise_day(doc: Mapping[str, Any]) -> dict[str, Any]:
         "intervalsPresent": present,
         "intervalsMissing": None if expected is None else max(expected - present, 0),
         # The start value (the row at local midnight) is needed for the first interval's energy.
-        "complete": expected is not None and present == expected and start in rows,
+        "complete": expected is not None and not in_progress and present == expected and start in rows,
+        "inProgress": in_progress,
     }
 
 
@@ -267,6 +293,8 @@ class DailyFigure:
     intervals_missing: int | None
     complete: bool
     timezone: str = ""  # IANA name of the meter's zone the day is local to
+    # The meter's newest data lies inside this day: intervals expected are those ended by then.
+    in_progress: bool = False
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -275,7 +303,7 @@ class DailyFigure:
             "exportWh": None if self.export_wh is None else str(self.export_wh),
             "source": self.source, "intervalsExpected": self.intervals_expected,
             "intervalsMissing": self.intervals_missing, "complete": self.complete,
-            "timezone": self.timezone,
+            "inProgress": self.in_progress, "timezone": self.timezone,
         }
 
 
@@ -290,10 +318,22 @@ def _register_last(doc: Mapping[str, Any], quantity: str) -> tuple[Decimal, Deci
 def daily_figures(docs: Iterable[Mapping[str, Any]]) -> list[DailyFigure]:
     """Daily figures of one meter's documents (sorted by day). A day without load-profile energy
     falls back to register reads: the last read of the day minus the last read of the previous day
-    that has one (or the first read of the same day when there is none before)."""
+    that has one (or the first read of the same day when there is none before).
+
+    A day is in progress only while it is the meter's newest: once a later day has data, the
+    day is finished and every interval of it is expected again. Documents written before
+    ``inProgress`` existed read as finished days."""
     figures: list[DailyFigure] = []
     previous_last: dict[str, Decimal] = {}
-    for doc in sorted(docs, key=lambda d: d["date"]):
+    ordered = sorted(docs, key=lambda d: d["date"])
+    for index, doc in enumerate(ordered):
+        expected, missing = doc.get("intervalsExpected"), doc.get("intervalsMissing")
+        in_progress = bool(doc.get("inProgress"))
+        if in_progress and index < len(ordered) - 1:
+            in_progress = False
+            expected = expected_intervals(doc)
+            if expected is not None:
+                missing = max(expected - int(doc.get("intervalsPresent") or 0), 0)
         energy: dict[str, Decimal | None] = {}
         from_registers = False
         for direction, quantity, field_name in (("import", "active_energy_import", "importWh"),
@@ -314,10 +354,11 @@ def daily_figures(docs: Iterable[Mapping[str, Any]]) -> list[DailyFigure]:
             import_wh=energy["import"],
             export_wh=energy["export"],
             source="intervals" if has_intervals else ("registers" if from_registers else "none"),
-            intervals_expected=doc.get("intervalsExpected"),
-            intervals_missing=doc.get("intervalsMissing"),
+            intervals_expected=expected,
+            intervals_missing=missing,
             complete=bool(doc.get("complete")),
             timezone=doc.get("timezone", ""),
+            in_progress=in_progress,
         ))
     return figures
 

@@ -39,7 +39,7 @@ async def _project(tmp_path: Path, polls: list, meters: tuple[str, ...]) -> dict
 
 def _by_day(figures: list[DailyFigure]) -> dict[date, tuple]:
     return {f.day: (f.import_wh, f.export_wh, f.intervals_expected, f.intervals_missing, f.complete,
-                    f.source) for f in figures}
+                    f.source, f.in_progress) for f in figures}
 
 
 @pytest.mark.anyio
@@ -53,16 +53,60 @@ async def test_daily_consumption_on_dst_days_counts_local_days_and_their_interva
     d = Decimal
     assert _by_day(figures["spring"]) == {
         # Only the last hour of the 27th, and no value at its start: 3 of its 4 intervals.
-        date(2026, 3, 27): (d(30), d(3), 96, 92, False, "intervals"),
-        date(2026, 3, 28): (d(960), d(96), 96, 0, True, "intervals"),
-        date(2026, 3, 29): (d(920), d(92), 92, 0, True, "intervals"),  # 23-hour day
-        date(2026, 3, 30): (d(960), d(96), 96, 0, True, "intervals"),
-        date(2026, 3, 31): (d(80), d(8), 96, 88, False, "intervals"),
+        date(2026, 3, 27): (d(30), d(3), 96, 92, False, "intervals", False),
+        date(2026, 3, 28): (d(960), d(96), 96, 0, True, "intervals", False),
+        date(2026, 3, 29): (d(920), d(92), 92, 0, True, "intervals", False),  # 23-hour day
+        date(2026, 3, 30): (d(960), d(96), 96, 0, True, "intervals", False),
+        # The newest data is from 02:01 local: the 8 intervals ended by then are all there.
+        date(2026, 3, 31): (d(80), d(8), 8, 0, False, "intervals", True),
     }
-    assert _by_day(figures["autumn"])[date(2026, 10, 25)] == (d(1000), d(100), 100, 0, True, "intervals")
+    assert _by_day(figures["autumn"])[date(2026, 10, 25)] == (
+        d(1000), d(100), 100, 0, True, "intervals", False)
     # Three rows missing in the middle of the day: the cumulative counter still gives the day's
     # energy, and the day says it is not complete.
-    assert _by_day(figures["gappy"])[date(2026, 3, 29)] == (d(920), d(92), 92, 3, False, "intervals")
+    assert _by_day(figures["gappy"])[date(2026, 3, 29)] == (d(920), d(92), 92, 3, False, "intervals", False)
+
+
+# 2026-06-10 in Copenhagen (CEST, UTC+2): polls from 23:00 local the evening before.
+JUNE_EVE = datetime(2026, 6, 9, 21, 0, tzinfo=timezone.utc)
+JUNE_10 = date(2026, 6, 10)
+
+
+@pytest.mark.anyio
+async def test_the_day_in_progress_expects_only_the_intervals_that_have_ended(tmp_path: Path) -> None:
+    # Data up to 14:00 local (register read 14:01): 56 intervals have ended, 40 have not begun.
+    gap = frozenset(datetime(2026, 6, 10, 5, 0, tzinfo=timezone.utc) + i * PERIOD for i in range(3))
+    polls = [*meter_polls("today", JUNE_EVE, 1 + 14), *meter_polls("holes", JUNE_EVE, 1 + 14, missing=gap)]
+    figures = await _project(tmp_path, polls, ("today", "holes"))
+    d = Decimal
+    assert _by_day(figures["today"])[JUNE_10] == (d(560), d(56), 56, 0, False, "intervals", True)
+    # Only the three rows that should be there and are not count as missing.
+    assert _by_day(figures["holes"])[JUNE_10] == (d(560), d(56), 56, 3, False, "intervals", True)
+    # The evening before is a finished day as ever: 4 of its 96 intervals (without start value).
+    assert _by_day(figures["today"])[date(2026, 6, 9)] == (d(30), d(3), 96, 92, False, "intervals", False)
+
+
+@pytest.mark.anyio
+async def test_a_day_stops_being_in_progress_once_a_later_day_has_data(tmp_path: Path) -> None:
+    backend = sqlite_backend(tmp_path)
+    async with backend.session() as (store, views):
+        await append_polls(store, meter_polls("m-1", JUNE_EVE, 1 + 14))
+        await engine_for(store, views, ("m-1",)).drain_all()
+        before = daily_figures(doc.body for doc in await views.query(DAILY_CONSUMPTION, "m-1"))
+        # Silent from 14:00 local until the next morning: the afternoon was never recorded.
+        next_morning = datetime(2026, 6, 11, 4, 0, tzinfo=timezone.utc)
+        await append_polls(store, meter_polls("m-1", next_morning, 4))
+        await engine_for(store, views, ("m-1",)).drain_all()
+        docs = [doc.body for doc in await views.query(DAILY_CONSUMPTION, "m-1")]
+    d = Decimal
+    assert _by_day(before)[JUNE_10][2:] == (56, 0, False, "intervals", True)
+    after = _by_day(daily_figures(docs))
+    assert after[JUNE_10] == (d(560), d(56), 96, 40, False, "intervals", False)
+    # Back at 06:00 local, data until 10:01: of the 40 ended intervals the first 24 were not recorded.
+    assert after[date(2026, 6, 11)][2:] == (40, 24, False, "intervals", True)
+    # View documents written before `inProgress` existed read as finished days.
+    old = [{k: v for k, v in body.items() if k != "inProgress"} for body in docs]
+    assert [f.in_progress for f in daily_figures(old)] == [False, False, False]
 
 
 @pytest.mark.anyio
