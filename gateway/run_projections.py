@@ -19,20 +19,21 @@ import anyio
 from gateway.commands.views import ViewsUnavailable, open_views
 from gateway.config.model import FleetConfig
 from gateway.projections import ProjectionEngine, ProjectionError, ViewStoreError, default_projections, zone_lookup
-from gateway.store.cosmos_client import CosmosConfigError
 from gateway.store.errors import StoreError
 
 log = logging.getLogger("gateway.run.projections")
 
-# What a restart after a pause may cure (an outage, a conflict storm, a view store not reachable yet).
-_RECOVERABLE = (StoreError, ViewStoreError, ProjectionError, ViewsUnavailable, CosmosConfigError, OSError)
+# Failures expected in operation (an outage, a conflict storm, a view store not reachable yet): logged
+# without a traceback. Anything else is logged with one; both are retried.
+_EXPECTED = (StoreError, ViewStoreError, ProjectionError, ViewsUnavailable, OSError)
 
 
 async def run_projections(fleet: FleetConfig, *, retry_initial_s: float = 1.0, retry_max_s: float = 60.0) -> None:
     """Keep the fleet's views up to date until cancelled; returns at once when projections are disabled.
 
-    Failures that a restart may cure are logged and the engine restarts after a backoff doubling from
-    ``retry_initial_s`` up to ``retry_max_s``; anything else (a bug) propagates."""
+    Any failure is logged and the engine restarts after a backoff doubling from ``retry_initial_s`` up
+    to ``retry_max_s``: the expected ones (an outage, a view store not reachable yet) in one line,
+    anything else with its traceback. It never propagates: it would stop the gateway's polls."""
     settings = fleet.projections
     if not settings.enabled:
         return
@@ -47,12 +48,13 @@ async def run_projections(fleet: FleetConfig, *, retry_initial_s: float = 1.0, r
                 log.info("projecting %s into %s every %g s", ", ".join(engine.projections),
                          getattr(views, "path", "the views"), settings.interval_s)
                 await engine.run_forever(settings.interval_s)
-        except* _RECOVERABLE as group:
+        except* Exception as group:
             # A run that went well for a while starts the backoff over: the failure is a new one.
             if anyio.current_time() - started > retry_max_s:
                 backoff = retry_initial_s
             for exc in group.exceptions:
-                log.error("projections stopped: %s; restarting in %.1f s (polling goes on)", exc, backoff)
+                log.error("projections stopped: %s; restarting in %.1f s (polling goes on)", exc, backoff,
+                          exc_info=None if isinstance(exc, _EXPECTED) else exc)
         await anyio.sleep(backoff)
         backoff = min(backoff * 2, retry_max_s)
 

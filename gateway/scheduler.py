@@ -24,8 +24,9 @@ polled (the load profile catches up at the next poll). The first successful poll
 A failed poll is one the meter did not answer in full (a failure a new session may cure: timeout,
 lost link, corrupt frames); a poll the store made fail (store down, state not loadable) or that the
 meter answered with refusals leaves the count as it is. A meter whose poll failed for its config
-(unknown profile, a missing secret) is not polled again by this scheduler (that is, until the
-config is loaded again), since polling it again cannot succeed. ``poll_meter`` (one meter now, as
+(unknown profile, a missing secret) goes straight to the longest backoff, with a WARNING at every
+attempt: a secret file mounted late or rotated must not silence the meter for the life of the
+process, but polling it at every slot cannot succeed either. ``poll_meter`` (one meter now, as
 ``gateway poll`` asks) always polls.
 
 ``stop()`` ends the jobs at their next wait; polls in flight finish (within their deadline) first.
@@ -133,14 +134,14 @@ class MeterBackoff:
         self.max_slots = max_slots
         self._failures: dict[str, int] = {}  # meter -> consecutive failed polls
         self._skipped: dict[str, int] = {}  # meter -> slots skipped since its last poll
-        self._config_errors: dict[str, str] = {}  # meter -> why it is not polled until the next config
+        self._config_errors: dict[str, str] = {}  # meter -> its last config/secret error
 
     def failures(self, meter_id: str) -> int:
         """Consecutive failed polls of the meter (0 after a success)."""
         return self._failures.get(meter_id, 0)
 
     def config_error(self, meter_id: str) -> str | None:
-        """Why the meter is not polled until the config is loaded again (None: it is polled)."""
+        """The meter's last config/secret error, while it lasts (None after a poll without one)."""
         return self._config_errors.get(meter_id)
 
     def period(self, meter_id: str) -> int:
@@ -151,8 +152,6 @@ class MeterBackoff:
 
     def should_poll(self, meter_id: str) -> bool:
         """Whether this slot of the meter is polled (counts the slot when it is skipped)."""
-        if meter_id in self._config_errors:
-            return False
         skipped = self._skipped.get(meter_id, 0) + 1
         if skipped >= self.period(meter_id):
             return True
@@ -164,6 +163,8 @@ class MeterBackoff:
         meter_id = summary.meter_id
         self._skipped.pop(meter_id, None)
         error = summary.first_error
+        if error is None or error.kind not in CONFIG_ERROR_KINDS:
+            self._config_errors.pop(meter_id, None)
         if summary.ok:
             failures = self._failures.pop(meter_id, 0)
             if failures >= self.after:
@@ -171,8 +172,10 @@ class MeterBackoff:
                          meter_id, failures)
         elif error is not None and error.kind in CONFIG_ERROR_KINDS and not summary.retryable:
             self._config_errors[meter_id] = error.message
-            log.warning("meter %s: not polled again until the config is reloaded: %s", meter_id,
-                        summary.describe_error())
+            # Straight to the longest backoff: only the config (or a secret) can change the outcome.
+            self._failures[meter_id] = max(self.failures(meter_id), self.after + self.max_slots)
+            log.warning("meter %s: %s; polled again in %d slots (fix the config or the secret)", meter_id,
+                        summary.describe_error(), self.period(meter_id))
         elif summary.retryable and summary.store_error is None and not (error and error.kind in STORE_ERROR_KINDS):
             before = self.period(meter_id)
             failures = self._failures[meter_id] = self.failures(meter_id) + 1
@@ -340,8 +343,6 @@ class Scheduler:
             if self.backoff.should_poll(meter.id):
                 if await self._poll_meter(meter, frozenset(steps), abandon_on_stop=True) is None:
                     return
-                if self.backoff.config_error(meter.id) is not None:
-                    return  # nothing to poll until the config is loaded again
             now = anyio.current_time()
             for name in due:
                 # The next slot after now: a poll that overran its interval skips slots rather

@@ -153,7 +153,7 @@ async def _open_cosmos_poller(
                     yield poller
                     return
                 async with anyio.create_task_group() as tg:
-                    tg.start_soon(forwarder.run, name="outbox forwarder")
+                    tg.start_soon(_supervised, forwarder, forwarding.backoff_max_s, name="outbox forwarder")
                     try:
                         yield poller
                     finally:
@@ -167,6 +167,21 @@ async def _open_cosmos_poller(
             await outbox.aclose()
     finally:
         await far.aclose()
+
+
+async def _supervised(forwarder: Forwarder, backoff_max_s: float) -> None:
+    """Run the forwarder until cancelled, restarting it after any failure: the events are safe in the
+    outbox, and a forwarder bug or an unmapped SDK error must not stop the polls with it."""
+    backoff = 1.0
+    while True:
+        try:
+            await forwarder.run()
+        except Exception:
+            log.exception("outbox forwarder failed; restarting in %.1f s (events stay in the outbox)", backoff)
+        else:
+            backoff = 1.0
+        await anyio.sleep(backoff)
+        backoff = min(backoff * 2, backoff_max_s)
 
 
 __all__ = ["ForwarderSettings", "UnsupportedStore", "cosmos_config_for", "counters_directory", "open_poller"]

@@ -52,13 +52,9 @@ async def open_assignments(fleet: FleetConfig) -> AsyncIterator[Assignments]:
             # Imported here: the SQLite-only box never loads the Cosmos SDK.
             from gateway.personal.keys_cosmos import CosmosKeyStore
             from gateway.store.cosmos import CosmosEventStore
-            from gateway.store.cosmos_client import CosmosConfig
+            from gateway.wiring import cosmos_config_for
 
-            config = CosmosConfig(
-                endpoint=fleet.store.endpoint, database=fleet.store.database,
-                container=fleet.store.container, key_env=fleet.store.key.target,
-                verify_tls=fleet.store.verify_tls,
-            )
+            config = cosmos_config_for(fleet.store)
             cosmos_store = await CosmosEventStore.open(config)
             stack.push_async_callback(cosmos_store.aclose)
             cosmos_keys = await CosmosKeyStore.open(config, create_if_missing=True)

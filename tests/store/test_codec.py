@@ -1,8 +1,8 @@
 """The stored JSON form: the fast encoder (orjson) must store what the standard module would.
 
-Old streams were written with ``json.dumps``; every value the encoder accepts must load back equal to
-what the standard module wrote, and everything the standard module refused must still be refused
-with the same error.
+Old streams were written with ``json.dumps``; every value the standard module accepts must load back
+equal to what it wrote, and what it refused stays refused with the same error, with one deliberate
+exception pinned below: UUIDs and Enums (orjson writes them as their value).
 """
 from __future__ import annotations
 
@@ -69,3 +69,14 @@ def test_big_integers_non_ascii_and_nan_round_trip() -> None:
     assert codec.loads(codec.dumps({"big": 2**80, "neg": -2**70})) == {"big": 2**80, "neg": -2**70}
     assert codec.loads(codec.dumps({"é": "zürich ✓"})) == {"é": "zürich ✓"}
     assert codec.dumps({"f": float("nan")}) == '{"f":NaN}'  # never silently stored as null
+
+
+def test_uuid_and_enum_are_stored_as_their_value() -> None:
+    import enum
+    import uuid
+
+    class Phase(enum.Enum):
+        L1 = 1
+
+    value = uuid.UUID("12345678-1234-5678-1234-567812345678")
+    assert codec.loads(codec.dumps({"id": value, "phase": Phase.L1})) == {"id": str(value), "phase": 1}
