@@ -17,6 +17,10 @@ Tables (all prefixed ``outbox_``: the file also holds the gateway's ``meter_heal
   the same expected version and the store recognises it (idempotent retry), or the forwarder finds
   the ids in the far stream's tail.
 * ``outbox_poison``: events the far store refused permanently, with the reason.
+* ``outbox_local_states``: per stream, the last known meter state (a snapshot of the poller's cached
+  state after its last successful put, at the far-equivalent version it includes) and the outbox seq
+  it was saved at: a restarted gateway loads its meters' states from here, with the stream's events
+  put after it, without the far store (which may be out of reach for hours).
 * ``outbox_totals``: depth and payload bytes of ``outbox_pending``, kept exact by triggers, so
   ``state()`` and the size bound cost one row read whatever the depth.
 
@@ -89,6 +93,14 @@ CREATE TABLE IF NOT EXISTS outbox_poison (
     queued_at   REAL    NOT NULL,
     poisoned_at REAL    NOT NULL
 );
+CREATE TABLE IF NOT EXISTS outbox_local_states (
+    stream_id      TEXT    PRIMARY KEY,
+    version        INTEGER NOT NULL,
+    schema_version INTEGER NOT NULL,
+    state          TEXT    NOT NULL,
+    after_seq      INTEGER NOT NULL,
+    saved_at       REAL    NOT NULL
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS outbox_totals (
     id    INTEGER PRIMARY KEY CHECK (id = 1),
     depth INTEGER NOT NULL,
@@ -151,6 +163,28 @@ class StreamBatch:
     stream_id: str
     expected_version: int | None  # None: no head known yet (ask the far store, record_heads)
     events: tuple[PendingEvent, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class LocalState:
+    """A stream's last known state kept in the outbox file (see ``Outbox.local_state``)."""
+
+    stream_id: str
+    version: int  # the far-equivalent stream version the state includes
+    schema_version: int
+    state: Mapping[str, object]
+    saved_at: datetime
+    tail: tuple[NewEvent, ...]  # the stream's pending events put after the state was saved
+    expected_head: int | None  # far head recorded by the forwarder + pending events; None: no head recorded
+
+    @property
+    def consistent(self) -> bool:
+        """Whether state + tail is the stream as it will be once drained. Not so when events put
+        after the state were forwarded already (a crash between a put and the save), or an event the
+        state includes was poisoned: then the state must be folded from the far store again."""
+        # No recorded head: the forwarder never appended to this stream, so nothing was forwarded
+        # and every event put after the state is still in the tail.
+        return self.expected_head is None or self.version + len(self.tail) == self.expected_head
 
 
 @dataclass(frozen=True, slots=True)
@@ -382,6 +416,71 @@ class Outbox:
             ]
 
         return [_decode(envelope) for envelope in await self._run(select)]
+
+    async def save_local_state(
+        self, stream_id: str, version: int, schema_version: int, state: Mapping[str, object]
+    ) -> None:
+        """Keep ``state`` (JSON-ready, at far-equivalent ``version``) as the stream's last known
+        state, replacing the previous one; events put from now on are its tail."""
+        if version < 1:
+            raise ValueError(f"stream {stream_id!r}: a local state needs a version of at least 1, got {version}")
+        text = codec.dumps(dict(state))
+        now = self._clock()
+
+        def upsert(conn: sqlite3.Connection) -> None:
+            # The newest seq ever given (AUTOINCREMENT never reuses one), forwarded or not.
+            conn.execute(
+                "INSERT INTO outbox_local_states (stream_id, version, schema_version, state, after_seq, saved_at)"
+                " VALUES (?, ?, ?, ?, coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'outbox_pending'), 0), ?)"
+                " ON CONFLICT (stream_id) DO UPDATE SET version = excluded.version,"
+                " schema_version = excluded.schema_version, state = excluded.state,"
+                " after_seq = excluded.after_seq, saved_at = excluded.saved_at",
+                (stream_id, version, schema_version, text, now),
+            )
+
+        await self._run(upsert)
+
+    async def drop_local_state(self, stream_id: str) -> None:
+        """Forget the stream's local state (it is known not to be the stream's)."""
+        await self._run(lambda conn: conn.execute(
+            "DELETE FROM outbox_local_states WHERE stream_id = ?", (stream_id,)
+        ))
+
+    async def local_state(self, stream_id: str) -> LocalState | None:
+        """The stream's last known state, its tail and what the forwarder's records say its head
+        will be (one read snapshot); None when none was saved."""
+
+        def select(conn: sqlite3.Connection) -> tuple[tuple[object, ...], list[str], int | None, int] | None:
+            conn.execute("BEGIN")
+            try:
+                row = conn.execute(
+                    "SELECT version, schema_version, state, after_seq, saved_at FROM outbox_local_states"
+                    " WHERE stream_id = ?", (stream_id,),
+                ).fetchone()
+                if row is None:
+                    return None
+                tail = [r[0] for r in conn.execute(
+                    "SELECT envelope FROM outbox_pending WHERE stream_id = ? AND seq > ? ORDER BY seq",
+                    (stream_id, row["after_seq"]),
+                )]
+                head = conn.execute("SELECT head FROM outbox_heads WHERE stream_id = ?", (stream_id,)).fetchone()
+                pending = conn.execute(
+                    "SELECT count(*) FROM outbox_pending WHERE stream_id = ?", (stream_id,)
+                ).fetchone()[0]
+            finally:
+                conn.execute("COMMIT")
+            return tuple(row), tail, None if head is None else int(head[0]), int(pending)
+
+        found = await self._run(select)
+        if found is None:
+            return None
+        (version, schema_version, state, _after, saved_at), tail, head, pending = found
+        return LocalState(
+            stream_id=stream_id, version=int(version), schema_version=int(schema_version),  # type: ignore[call-overload]
+            state=codec.loads(str(state)), saved_at=_utc(float(saved_at)),  # type: ignore[arg-type]
+            tail=tuple(_decode(envelope) for envelope in tail),
+            expected_head=None if head is None else head + pending,
+        )
 
     async def poisoned(self) -> list[PoisonedEvent]:
         """Events set aside because the far store refused them for good, oldest first."""

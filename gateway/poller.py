@@ -10,8 +10,9 @@ most a day each; the event log likewise from its newest stored entry (the meter 
 ``event_log_ends``, with a copy in the health table).
 
 With Cosmos DB, a meter's state comes from the in-memory cache (trusted: the gateway is its meters'
-only writer), else from Cosmos with the meter's pending outbox events folded on top. When it is not
-cached and Cosmos cannot be reached (within the meter's deadline), the poll fails before reading
+only writer), else from its local state in the outbox file (saved after each successful put, so it
+survives a restart) with the events put after it, else from Cosmos with the meter's pending outbox
+events folded on top. When it is none of these and Cosmos cannot be reached (within the meter's deadline), the poll fails before reading
 anything, with a ``StateUnavailable`` error in the summary and the health row: the readings stay on
 the meter and the next poll reads them. (Reading first and holding the result until the state can be
 loaded would keep readings in memory only, which a restart loses anyway.)
@@ -28,7 +29,7 @@ import os
 from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Callable, Iterable, Mapping
+from typing import Callable, Iterable, Mapping, Protocol
 
 import anyio
 
@@ -64,14 +65,14 @@ from gateway.config.model import (
 )
 from gateway.events import ReadingGapDetected, SuspectReadingFlagged
 from gateway.health import HealthStore, PollOutcome
-from gateway.meter import MeterState
+from gateway.meter import SNAPSHOT_SCHEMA_VERSION, MeterState
 from gateway.logsetup import register_secret
 from gateway.normalize import AppendPlan, NormalizeSettings, load_states, needed_years, normalize
 from gateway.poll_result import PollResult, PollStep, StepError
 from gateway.repository import MeterRepository
 from gateway.store.base import EventStore
 from gateway.store.errors import EventIdConflict, StoreError, StoreUnavailable, StreamNotFound
-from gateway.store.model import NO_STREAM, NewEvent
+from gateway.store.model import NO_STREAM, NewEvent, Snapshot
 from gateway.streams import meter_stream_prefix, stream_id
 from gateway.sinks import EventSink
 from gateway.writer import WriterError
@@ -164,6 +165,15 @@ def catch_up_ranges(
     return ranges
 
 
+class LocalStates(Protocol):
+    """Where the last known state of each stream is kept across restarts (``gateway.sinks.OutboxView``:
+    the outbox file); the store read through then prefers it to the far store."""
+
+    async def save_local(self, snapshot: Snapshot) -> None: ...
+
+    async def drop_local(self, stream_id: str) -> None: ...
+
+
 class CachingRepository(MeterRepository):
     """``MeterRepository`` that keeps the state of recently polled meter-year streams in memory.
 
@@ -175,14 +185,19 @@ class CachingRepository(MeterRepository):
     through the outbox): the cache is trusted without asking the far store, which may be out of
     reach for hours; this is sound because the gateway is the only writer of its meters' streams,
     and every append of ours updates (``remember``) or drops (``forget``) the cached state.
+
+    ``local``: the cached state is also kept there (``keep``/``discard``), one write per stream and
+    poll, so the state survives a restart.
     """
 
     def __init__(
-        self, store: EventStore, snapshot_every: int = 100, capacity: int = 20_000, *, verify_head: bool = True
+        self, store: EventStore, snapshot_every: int = 100, capacity: int = 20_000, *, verify_head: bool = True,
+        local: LocalStates | None = None,
     ) -> None:
         super().__init__(store, snapshot_every)
         self.capacity = capacity
         self.verify_head = verify_head
+        self.local = local
         self._states: OrderedDict[str, MeterState] = OrderedDict()
 
     async def _cached(self, stream: str) -> MeterState | None:
@@ -251,6 +266,33 @@ class CachingRepository(MeterRepository):
     def forget(self, meter_id: str, year: int) -> None:
         """Drop the cached state of the meter's ``year`` stream (it is not what the store holds)."""
         self._states.pop(stream_id(meter_id, year), None)
+
+    async def keep(self, meter_id: str, year: int, state: MeterState) -> None:
+        """``remember``, and save the state as the stream's local state (after an append of ours)."""
+        self.remember(meter_id, year, state)
+        if self.local is None or state.version < 1:
+            return
+        stream = stream_id(meter_id, year)
+        try:
+            await self.local.save_local(Snapshot(
+                stream_id=stream, version=state.version, schema_version=SNAPSHOT_SCHEMA_VERSION,
+                state=state.to_snapshot(), taken_at=utc_now(),
+            ))
+        except StoreError as exc:
+            # The events are stored; an older local state is still consistent with them (its tail
+            # holds them) or is found inconsistent and not used.
+            log.warning("stream %s: local state not saved: %s", stream, exc)
+
+    async def discard(self, meter_id: str, year: int) -> None:
+        """``forget``, and drop the stream's local state too."""
+        self.forget(meter_id, year)
+        if self.local is None:
+            return
+        stream = stream_id(meter_id, year)
+        try:
+            await self.local.drop_local(stream)
+        except StoreError as exc:
+            log.warning("stream %s: local state not dropped: %s", stream, exc)
 
 
 class _Reads:
@@ -556,15 +598,15 @@ class Poller:
             if append.already_done:
                 already += len(events)
                 if isinstance(self.repository, CachingRepository):
-                    self.repository.forget(meter.id, plan.year)  # the state did not know them
+                    await self.repository.discard(meter.id, plan.year)  # the state did not know them
                 continue
             stored.update(event.type for event in events)
             if append.last_version == plan.state_after.version:
                 await self.repository.maybe_snapshot(meter.id, plan.year, plan.state_after)
                 if isinstance(self.repository, CachingRepository):
-                    self.repository.remember(meter.id, plan.year, plan.state_after)
+                    await self.repository.keep(meter.id, plan.year, plan.state_after)
             elif isinstance(self.repository, CachingRepository):
-                self.repository.forget(meter.id, plan.year)  # some were already stored: reload next time
+                await self.repository.discard(meter.id, plan.year)  # some were already stored: reload next time
         return dict(stored), already, tuple(streams), plans
 
     async def _not_yet_stored(self, stream_id: str, events: list[NewEvent]) -> list[NewEvent]:

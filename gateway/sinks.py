@@ -11,6 +11,13 @@
 ``OutboxView`` is the read side that goes with the outbox: a stream as it will be once drained, the
 far stream's events followed by its pending outbox events (versions continuing after the far
 head). The meter repository reads through it, so a meter's state folds in what is still queued.
+
+A stream with a local state in the outbox file (``save_local``, written by the poller after each
+successful put) is read from there first, without the far store: the state as a snapshot at its
+version, then the stream's events put after it. The gateway is its meters' only writer (the same
+reason the poller trusts its cache), so this is the stream as it will be once drained, and a restart
+during a WAN outage polls on. A local state the forwarder's records contradict (events forwarded or
+poisoned that it does not account for) is not used: the stream is read from the far store.
 """
 from __future__ import annotations
 
@@ -19,7 +26,7 @@ from typing import Protocol, Sequence
 
 import anyio
 
-from gateway.outbox import Outbox, OutboxState
+from gateway.outbox import LocalState, Outbox, OutboxState
 from gateway.outbox_forwarder import Forwarder
 from gateway.store.base import EventStore
 from gateway.store.errors import StoreUnavailable, StreamNotFound
@@ -70,6 +77,35 @@ class OutboxView:
     def note_put(self, stream_id: str) -> None:
         self._put.add(stream_id)
 
+    async def save_local(self, snapshot: Snapshot) -> None:
+        """Keep ``snapshot`` (the state after our last put to its stream) as its local state."""
+        await self.outbox.save_local_state(
+            snapshot.stream_id, snapshot.version, snapshot.schema_version, snapshot.state
+        )
+
+    async def drop_local(self, stream_id: str) -> None:
+        await self.outbox.drop_local_state(stream_id)
+
+    async def _local(self, stream_id: str) -> LocalState | None:
+        local = await self.outbox.local_state(stream_id)
+        if local is not None and not local.consistent:
+            log.info("stream %s: local state v%d + %d events put after it does not match the far head "
+                     "recorded + pending (%s); reading the far store", stream_id, local.version,
+                     len(local.tail), local.expected_head)
+            return None
+        return local
+
+    @staticmethod
+    def _tail(local: LocalState, from_version: int) -> list[RecordedEvent]:
+        return [
+            RecordedEvent(
+                stream_id=local.stream_id, version=version, position=0, event_id=event.event_id,
+                type=event.type, schema_version=event.schema_version, data=event.data, metadata=event.metadata,
+            )
+            for version, event in enumerate(local.tail, start=local.version + 1)
+            if version >= from_version
+        ]
+
     async def _merged(self, stream_id: str, from_version: int) -> tuple[int, list[RecordedEvent]]:
         """(head, events from ``from_version``) of the stream with its pending events on top."""
         pending = await self.outbox.pending(stream_id)
@@ -100,10 +136,16 @@ class OutboxView:
         return head, events
 
     async def head(self, stream_id: str) -> int:
+        local = await self._local(stream_id)
+        if local is not None:
+            return local.version + len(local.tail)
         head, _ = await self._merged(stream_id, 1 << 62)  # nothing to load beyond the head
         return head
 
     async def load(self, stream_id: str, from_version: int = 1) -> list[RecordedEvent]:
+        local = await self._local(stream_id)
+        if local is not None and from_version > local.version:
+            return self._tail(local, from_version)  # what follows the local state (its snapshot)
         head, events = await self._merged(stream_id, from_version)
         if head == NO_STREAM:
             raise StreamNotFound(stream_id)
@@ -125,6 +167,10 @@ class OutboxView:
         return [streams[s] for s in sorted(streams)]
 
     async def load_snapshot(self, stream_id: str) -> Snapshot | None:
+        """The local state if usable (it is never older than the far snapshot), else the far one."""
+        local = await self._local(stream_id)
+        if local is not None:
+            return Snapshot(stream_id, local.version, local.schema_version, local.state, local.saved_at)
         return await self.far.load_snapshot(stream_id)
 
     async def save_snapshot(self, snapshot: Snapshot) -> None:

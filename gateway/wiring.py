@@ -144,7 +144,7 @@ async def _open_cosmos_poller(
                     idle_wait_s=forwarding.idle_wait_s,
                 )
                 poller = Poller(
-                    fleet, CachingRepository(view, verify_head=False),  # type: ignore[arg-type]
+                    fleet, CachingRepository(view, verify_head=False, local=view),  # type: ignore[arg-type]
                     OutboxSink(outbox, view, forwarder), health,
                     counters=counters or FileInvocationCounterStore(counters_directory(outbox_path)),
                     settings=settings, now=now, environ=environ,

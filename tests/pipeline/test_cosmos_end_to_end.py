@@ -4,8 +4,8 @@ The store is the local Cosmos DB-compatible test server, started by the test (it
 session's shared server must stay up). The outage is a SIGSTOP of the server process, as in
 ``tests/outbox/test_cosmos_forwarding.py``: requests hang and may be applied after SIGCONT with their
 answer long gone. The gateway polls the simulated fleet every second (real time): before, during
-and after the outage; while frozen, polls still succeed (the events go to the outbox) and a cold
-`gateway poll` (no cached state) fails with a clear error after its deadline. Then `gateway run`
+and after the outage; while frozen, polls still succeed (the events go to the outbox), and so does a
+cold `gateway poll` (no cached state): it loads the meter's state from the outbox file. Then `gateway run`
 is stopped with SIGTERM and `gateway poll` does a final poll and drain.
 
 Checked in Cosmos: every register reading and every load-profile interval the gateway read (its
@@ -143,16 +143,14 @@ async def test_run_through_a_cosmos_outage_loses_nothing_and_duplicates_nothing(
                 footer = status.stdout.decode().splitlines()[-1]
                 queued = re.match(r"outbox: (\d+) events pending", footer)
                 assert queued is not None and int(queued.group(1)) > 0, footer
-                # A second process knows no meter state and cannot load it while Cosmos is frozen.
+                # A second process (nothing cached) polls on from the meter states kept in the outbox
+                # file, without Cosmos; what it read waits in the outbox with the rest.
                 cold = await anyio.run_process(
                     [*GATEWAY, "poll", "--config", str(config_path), "--meter", meters[0], "--forward-wait", "1"],
                     env=_env(), check=False)
                 cold_out = cold.stdout.decode()
-                assert cold.returncode == 1, cold_out + cold.stderr.decode()
-                assert re.search(r"^FAILED identity: StateUnavailable: meter state not cached and not loadable from "
-                                 r"the store, nothing read: .*did not answer within the meter's deadline$",
-                                 cold_out, re.M)
-                assert re.search(r"^not read: clock, event_log, load_profile, registers$", cold_out, re.M)
+                assert cold.returncode == 0, cold_out + cold.stderr.decode()
+                assert "FAILED" not in cold_out, cold_out
                 assert re.search(r"^queued: \d+ events pending .*`gateway run` forwards them$", cold_out, re.M)
 
                 os.kill(server.pid, signal.SIGCONT)
@@ -182,6 +180,7 @@ async def test_run_through_a_cosmos_outage_loses_nothing_and_duplicates_nothing(
                                         r["outbox_poisoned"], r["consecutive_failures"]) for r in rows} == {
                     m: (0, 0, False, 0, 0) for m in meters}
             polls = Counter(log.polls)
+            polls[meters[0]] += 1  # the cold poll during the outage
             polls[meters[1]] += 1
             everything = "\n".join([*messages, cold_out, final_out, cold.stderr.decode(), final.stderr.decode()])
             assert all(secret not in everything for secret in (*SECRETS.values(), EMULATOR_KEY))
