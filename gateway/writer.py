@@ -292,8 +292,15 @@ class BatchedWriter:
     async def enqueue(self, stream_id: str, events: Sequence[NewEvent]) -> AppendHandle:
         """Queue a submission, waiting while the queue is full; await the handle for the outcome."""
         handle = self._new_handle(stream_id, events)
+        # A cancellation point, but no yield to the event loop while the queue has room: a yield
+        # per submission woke the flush loop once per submission, which cost a burst of polls
+        # (a catch-up, a slot start) more than their encoding (~27 µs per submission measured).
+        await anyio.lowlevel.checkpoint_if_cancelled()
         try:
-            await self._send.send(handle)
+            try:
+                self._send.send_nowait(handle)
+            except anyio.WouldBlock:
+                await self._send.send(handle)  # full: wait for room (back-pressure)
         except (anyio.ClosedResourceError, anyio.BrokenResourceError):
             raise WriterClosed(f"stream {stream_id!r}: the writer is shutting down") from None
         return handle

@@ -404,6 +404,22 @@ async def test_leaving_the_block_flushes_everything_pending(store: SqliteEventSt
         await writer.submit(streams[0], events_for(streams[0], 6, 1))
 
 
+async def test_enqueue_with_room_is_still_a_cancellation_point(store: SqliteEventStore) -> None:
+    # enqueue() does not yield to the event loop while the queue has room, but a cancelled
+    # submitter must not slip its events in.
+    stream_id = "Meter:cancelled:2026"
+    async with BatchedWriter(store, max_delay_s=0) as writer:
+        with anyio.CancelScope() as scope:
+            scope.cancel()
+            await writer.enqueue(stream_id, events_for(stream_id, 0, 1))
+        assert scope.cancelled_caught
+        assert writer.queued == 0
+        handle = await writer.enqueue(stream_id, events_for(stream_id, 1, 1))
+        assert not handle.done()  # queued without a pass through the event loop
+    assert (await handle).last_version == 1
+    assert await stored_ids(store, stream_id) == [f"{stream_id}/1"]
+
+
 async def test_block_failing_still_flushes_what_was_submitted(store: SqliteEventStore) -> None:
     with pytest.raises(RuntimeError, match="poller crashed"):
         async with BatchedWriter(store, max_delay_s=3600) as writer:
