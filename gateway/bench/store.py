@@ -12,6 +12,16 @@ the writer's encoding, batching, version checks, indexes and bookkeeping all cou
 reference. The baseline stays one ``executemany`` per batch, as issue 2 defines it, although the
 SQLite store itself inserts with multi-row statements.
 
+A third timing, ``schema_baseline_events_per_s``, is the same raw ``executemany`` of the same rows
+into the store's own ``events`` table (created by the store, so its constraints are the ones in
+force: AUTOINCREMENT position, UNIQUE event id, UNIQUE (stream, version)), with none of the store's
+logic and no stream-head upkeep. ``schema_ceiling_ratio`` (that over the bare table) is therefore an
+upper bound of ``ratio`` for any writer on this schema: it shows what the constraints themselves
+cost on this disk, apart from our code. A writer receives events, not rows, so it must also encode
+them on the timed path (in one process: the GIL keeps a second thread from encoding in parallel);
+``schema_encode_ceiling_ratio`` (encode + insert into the store's table, over the bare insert) is
+the tighter bound for that.
+
 A warm-up poll per meter runs first (not measured) so the writer's version cache is warm, as it is
 in a running gateway; ``reads_per_append`` then counts the store reads of the measured phase.
 
@@ -90,6 +100,9 @@ class BenchReport:
     ratio: float  # events_per_s / baseline_events_per_s
     baseline_incl_encode_events_per_s: float  # encoding the rows + raw insert
     ratio_incl_encode: float
+    schema_baseline_events_per_s: float  # raw insert into the store's own constrained table
+    schema_ceiling_ratio: float  # schema_baseline / baseline: the best ratio this schema allows
+    schema_encode_ceiling_ratio: float  # (encode + insert into the store's table) / baseline
     appends: int
     flushes: int
     reads: int
@@ -104,7 +117,8 @@ class BenchReport:
 @dataclass(frozen=True, slots=True)
 class BaselineTiming:
     encode_s: float
-    insert_s: float
+    insert_s: float  # into a bare table
+    schema_insert_s: float  # into the store's own table, with its constraints
 
 
 @dataclass(frozen=True, slots=True)
@@ -219,8 +233,18 @@ def _sqlite_backend() -> BenchBackend:
     async def baseline(
         warmup: Sequence[Poll], measured: Sequence[Poll], batch: int, work_dir: Path
     ) -> BaselineTiming:
-        path = _fresh(work_dir / "baseline.db")
-        return await anyio.to_thread.run_sync(_sqlite_raw_insert, path, warmup, measured, batch)
+        bare = await anyio.to_thread.run_sync(
+            _sqlite_raw_insert, _fresh(work_dir / "baseline.db"), warmup, measured, batch, _BARE_TABLE
+        )
+        schema_path = _fresh(work_dir / "baseline-schema.db")
+        # The store creates its own schema: the constraints measured are the ones in force.
+        await (await SqliteEventStore.open(schema_path)).aclose()
+        schema = await anyio.to_thread.run_sync(
+            _sqlite_raw_insert, schema_path, warmup, measured, batch, None
+        )
+        return BaselineTiming(
+            encode_s=bare.encode_s, insert_s=bare.insert_s, schema_insert_s=schema.insert_s
+        )
 
     return BenchBackend(open_store=open_store, baseline=baseline)
 
@@ -250,18 +274,33 @@ def _rows(polls: Sequence[Poll], versions: dict[str, int]) -> list[_Row]:
     return rows
 
 
+_BARE_TABLE = (
+    "CREATE TABLE events (stream_id TEXT, version INTEGER, event_id TEXT, type TEXT,"
+    " schema_version INTEGER, data TEXT, metadata TEXT)"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class _RawTiming:
+    encode_s: float
+    insert_s: float
+
+
 def _sqlite_raw_insert(
-    path: Path, warmup: Sequence[Poll], measured: Sequence[Poll], batch: int
-) -> BaselineTiming:
+    path: Path, warmup: Sequence[Poll], measured: Sequence[Poll], batch: int, create: str | None
+) -> _RawTiming:
+    """``executemany`` of the rows into ``events`` of ``path``, created by ``create`` (None: the
+    table exists already)."""
     conn = sqlite3.connect(path, isolation_level=None)
     try:
         conn.execute("PRAGMA journal_mode = WAL")
         conn.execute("PRAGMA synchronous = FULL")
-        conn.execute(
-            "CREATE TABLE events (stream_id TEXT, version INTEGER, event_id TEXT, type TEXT,"
-            " schema_version INTEGER, data TEXT, metadata TEXT)"
+        if create is not None:
+            conn.execute(create)
+        insert = (
+            "INSERT INTO events (stream_id, version, event_id, type, schema_version, data, metadata)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)"
         )
-        insert = "INSERT INTO events VALUES (?, ?, ?, ?, ?, ?, ?)"
 
         def write(all_rows: list[_Row]) -> None:
             for start in range(0, len(all_rows), batch):
@@ -275,7 +314,7 @@ def _sqlite_raw_insert(
         rows = _rows(measured, versions)
         encoded = time.perf_counter()
         write(rows)
-        return BaselineTiming(encode_s=encoded - started, insert_s=time.perf_counter() - encoded)
+        return _RawTiming(encode_s=encoded - started, insert_s=time.perf_counter() - encoded)
     finally:
         conn.close()
 
@@ -361,6 +400,7 @@ async def _one_run(
     events_per_s = measured_events / elapsed
     baseline_events_per_s = measured_events / baseline.insert_s
     incl_encode_events_per_s = measured_events / (baseline.encode_s + baseline.insert_s)
+    schema_events_per_s = measured_events / baseline.schema_insert_s
     return BenchReport(
         backend=config.backend,
         meters=config.meters,
@@ -375,6 +415,9 @@ async def _one_run(
         ratio=events_per_s / baseline_events_per_s,
         baseline_incl_encode_events_per_s=incl_encode_events_per_s,
         ratio_incl_encode=events_per_s / incl_encode_events_per_s,
+        schema_baseline_events_per_s=schema_events_per_s,
+        schema_ceiling_ratio=schema_events_per_s / baseline_events_per_s,
+        schema_encode_ceiling_ratio=baseline.insert_s / (baseline.encode_s + baseline.schema_insert_s),
         appends=appends,
         flushes=writer.metrics.flushes,
         reads=reads,
@@ -397,6 +440,9 @@ def format_report(report: BenchReport) -> str:
         ("ratio writer/raw insert", f"{report.ratio:.2f}"),
         ("baseline (encode + insert)", f"{report.baseline_incl_encode_events_per_s:,.0f} events/s"),
         ("ratio writer/encode + insert", f"{report.ratio_incl_encode:.2f}"),
+        ("baseline (insert, store schema)", f"{report.schema_baseline_events_per_s:,.0f} events/s"),
+        ("ceiling: store schema/raw insert", f"{report.schema_ceiling_ratio:.2f}"),
+        ("ceiling incl. encoding", f"{report.schema_encode_ceiling_ratio:.2f}"),
         ("appends / flushes", f"{report.appends} / {report.flushes}"),
         ("store reads per append", f"{report.reads_per_append:.3f}"),
         ("append latency p50", f"{report.p50_append_ms:.1f} ms"),

@@ -34,7 +34,8 @@ async def test_bench_store_json_reports_figures_and_stores_every_event(tmp_path:
     report = json.loads(done.stdout)
     for key in (
         "events_per_s", "baseline_events_per_s", "ratio", "baseline_incl_encode_events_per_s",
-        "ratio_incl_encode", "p50_append_ms", "p99_append_ms",
+        "ratio_incl_encode", "p50_append_ms", "p99_append_ms", "schema_baseline_events_per_s",
+        "schema_ceiling_ratio", "schema_encode_ceiling_ratio",
     ):
         assert isinstance(report[key], float) and report[key] > 0, key
     assert report["reads_per_append"] == 0
@@ -46,6 +47,11 @@ async def test_bench_store_json_reports_figures_and_stores_every_event(tmp_path:
     assert report["ratio_incl_encode"] == pytest.approx(
         report["events_per_s"] / report["baseline_incl_encode_events_per_s"]
     )
+    assert report["schema_ceiling_ratio"] == pytest.approx(
+        report["schema_baseline_events_per_s"] / report["baseline_events_per_s"]
+    )
+    # Encoding on top of the constrained insert can only lower the ceiling.
+    assert report["schema_encode_ceiling_ratio"] < report["schema_ceiling_ratio"]
     assert report["appends"] > 0
 
     # 1 warm-up poll per meter + 60/6 = 10 measured polls round-robin: 5, 4, 4 polls of 6 events.
