@@ -3,7 +3,8 @@
 Drawn with matplotlib's Agg backend (no display on a substation box). Days with missing load-profile
 intervals are hatched and labelled with how many are missing; days with no data at all get a marker,
 so a gap is never mistaken for zero consumption. The day still in progress (the meter's newest data
-lies inside it) is labelled so, and hatched only if intervals that have already ended are missing. Every day of the requested range has a slot.
+lies inside it and the day is not over: ``daily_figures``) is labelled so, and hatched only if
+intervals that have already ended are missing. Every day of the requested range has a slot.
 """
 from __future__ import annotations
 

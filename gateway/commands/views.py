@@ -161,13 +161,15 @@ def run_show(args: argparse.Namespace) -> int:
 
 async def load_daily(views: ViewStore, meter: str | None, from_day: date | None,
                      to_day: date | None) -> list[DailyFigure]:
-    """Daily figures, per meter in day order. Days before ``from_day`` are read too: a day
-    without intervals takes its energy from the previous day's last register read."""
+    """Daily figures, per meter in day order, as of now (a meter's newest day is in progress
+    only until shortly after its end). Days before ``from_day`` are read too: a day without
+    intervals takes its energy from the previous day's last register read."""
     docs = await views.query(DAILY_CONSUMPTION, meter)
     by_meter: dict[str, list[dict[str, Any]]] = {}
     for doc in docs:
         by_meter.setdefault(doc.partition, []).append(dict(doc.body))
-    figures = [f for meter_docs in by_meter.values() for f in daily_figures(meter_docs)]
+    now = datetime.now(timezone.utc)
+    figures = [f for meter_docs in by_meter.values() for f in daily_figures(meter_docs, now=now)]
     return [f for f in figures
             if (from_day is None or f.day >= from_day) and (to_day is None or f.day <= to_day)]
 

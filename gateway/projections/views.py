@@ -315,21 +315,31 @@ def _register_last(doc: Mapping[str, Any], quantity: str) -> tuple[Decimal, Deci
     return None
 
 
-def daily_figures(docs: Iterable[Mapping[str, Any]]) -> list[DailyFigure]:
+DAY_SETTLE = timedelta(hours=1)
+"""How long after its local end a meter's newest day still reads as in progress: the intervals
+that end at midnight are read by the first poll after it."""
+
+
+def daily_figures(
+    docs: Iterable[Mapping[str, Any]], *, now: datetime | None = None
+) -> list[DailyFigure]:
     """Daily figures of one meter's documents (sorted by day). A day without load-profile energy
     falls back to register reads: the last read of the day minus the last read of the previous day
     that has one (or the first read of the same day when there is none before).
 
-    A day is in progress only while it is the meter's newest: once a later day has data, the
-    day is finished and every interval of it is expected again. Documents written before
-    ``inProgress`` existed read as finished days."""
+    A day is in progress only while it is the meter's newest and, given ``now`` (decided when the
+    figures are read, so the projection itself stays a function of the events), its local end is
+    less than ``DAY_SETTLE`` ago. Once a later day has data or the day is over, the day is finished
+    and every interval of it is expected again: a meter that went silent mid-day shows its missing
+    afternoon as missing, not as still to come. Documents written before ``inProgress`` existed read
+    as finished days."""
     figures: list[DailyFigure] = []
     previous_last: dict[str, Decimal] = {}
     ordered = sorted(docs, key=lambda d: d["date"])
     for index, doc in enumerate(ordered):
         expected, missing = doc.get("intervalsExpected"), doc.get("intervalsMissing")
         in_progress = bool(doc.get("inProgress"))
-        if in_progress and index < len(ordered) - 1:
+        if in_progress and (index < len(ordered) - 1 or _day_over(doc, now)):
             in_progress = False
             expected = expected_intervals(doc)
             if expected is not None:
@@ -361,6 +371,13 @@ def daily_figures(docs: Iterable[Mapping[str, Any]]) -> list[DailyFigure]:
             in_progress=in_progress,
         ))
     return figures
+
+
+def _day_over(doc: Mapping[str, Any], now: datetime | None) -> bool:
+    if now is None:
+        return False
+    _, end = day_bounds(date.fromisoformat(doc["date"]), ZoneInfo(doc["timezone"]))
+    return now >= end + DAY_SETTLE
 
 
 # ---- fleet overview ---------------------------------------------------------------------------

@@ -110,6 +110,26 @@ async def test_a_day_stops_being_in_progress_once_a_later_day_has_data(tmp_path:
 
 
 @pytest.mark.anyio
+async def test_a_silent_meters_newest_day_is_finished_once_it_is_over(tmp_path: Path) -> None:
+    # Data until 14:00 local on 10 June (CEST), then nothing: the meter died.
+    backend = sqlite_backend(tmp_path)
+    async with backend.session() as (store, views):
+        await append_polls(store, meter_polls("dead", JUNE_EVE, 1 + 14))
+        await engine_for(store, views, ("dead",)).drain_all()
+        docs = [doc.body for doc in await views.query(DAILY_CONSUMPTION, "dead")]
+    d = Decimal
+    local_midnight = datetime(2026, 6, 10, 22, 0, tzinfo=timezone.utc)  # 11 June 00:00 CEST
+    # Read during the day, and just after midnight (the midnight intervals come with the next poll).
+    for now in (datetime(2026, 6, 10, 13, 0, tzinfo=timezone.utc), local_midnight + timedelta(minutes=59)):
+        assert _by_day(daily_figures(docs, now=now))[JUNE_10] == (d(560), d(56), 56, 0, False, "intervals", True)
+    # An hour after the day's end it is over: its missing afternoon counts as missing.
+    for now in (local_midnight + timedelta(hours=1), datetime(2026, 11, 26, tzinfo=timezone.utc)):
+        assert _by_day(daily_figures(docs, now=now))[JUNE_10] == (d(560), d(56), 96, 40, False, "intervals", False)
+    # The projection itself does not depend on the clock: without `now` the day reads as stored.
+    assert _by_day(daily_figures(docs))[JUNE_10][-1] is True
+
+
+@pytest.mark.anyio
 async def test_days_without_intervals_use_register_differences(tmp_path: Path) -> None:
     start = datetime(2026, 6, 1, 22, 30, tzinfo=timezone.utc)  # 00:30 local (CEST)
     reads = [
