@@ -56,7 +56,7 @@ from gateway.poll_result import PollResult
 from gateway.repository import MeterRepository
 from gateway.store.codec import iso_utc
 from gateway.store.model import NO_STREAM, EventMetadata, NewEvent
-from gateway.streams import meter_stream_prefix, parse_stream_id, split_by_year, stream_id, year_of
+from gateway.streams import split_by_year, stream_id, year_of
 from gateway.quantities import Quantity, event_meaning, quantity_of
 from gateway.vee import (
     GOOD,
@@ -140,18 +140,15 @@ def needed_years(poll: PollResult) -> frozenset[int]:
 async def load_states(repository: MeterRepository, meter_id: str, years: Iterable[int]) -> dict[int, MeterState]:
     """The stream states ``normalize`` needs: each of ``years``, plus, when the earliest of them has
     no stream yet, the meter's latest stream before it (a new year stream's carry-over)."""
-    wanted = set(years)
+    wanted = sorted(set(years))
     if not wanted:
         return {}
-    existing = set()
-    for info in await repository.store.list_streams(meter_stream_prefix(meter_id)):
-        stream_meter, stream_year = parse_stream_id(info.stream_id)
-        if stream_meter == meter_id and info.head != NO_STREAM:
-            existing.add(stream_year)
-    earlier = [year for year in existing if year < min(wanted)]
-    if earlier and min(wanted) not in existing:
-        wanted.add(max(earlier))
-    return {year: await repository.load(meter_id, year) for year in sorted(wanted)}
+    states = {year: await repository.load(meter_id, year) for year in wanted}
+    if states[wanted[0]].version == NO_STREAM:
+        previous = await repository.latest_year_before(meter_id, wanted[0])
+        if previous is not None:
+            states[previous] = await repository.load(meter_id, previous)
+    return dict(sorted(states.items()))
 
 
 async def plan_poll(

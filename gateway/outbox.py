@@ -482,6 +482,30 @@ class Outbox:
             expected_head=None if head is None else head + pending,
         )
 
+    async def written_streams(self, prefix: str = "") -> dict[str, int | None]:
+        """Every stream starting with ``prefix`` that this outbox was ever given events for (pending,
+        forwarded, poisoned or with a local state), with the head the stream will have once drained
+        as far as the forwarder's records tell (recorded far head + pending; None when the forwarder
+        never appended to it). A stream not listed was never written through this file."""
+
+        def select(conn: sqlite3.Connection) -> dict[str, int | None]:
+            # A range on the key, not LIKE: stream ids may hold '%' or '_'.
+            where = "stream_id >= ? AND stream_id < ?" if prefix else "1"
+            bounds = (prefix, prefix + "\U0010ffff") if prefix else ()
+            rows = conn.execute(
+                f"SELECT s.stream_id, h.head, (SELECT count(*) FROM outbox_pending p"
+                f"  WHERE p.stream_id = s.stream_id)"
+                f" FROM (SELECT stream_id FROM outbox_pending WHERE {where}"
+                f"  UNION SELECT stream_id FROM outbox_heads WHERE {where}"
+                f"  UNION SELECT stream_id FROM outbox_local_states WHERE {where}"
+                f"  UNION SELECT stream_id FROM outbox_poison WHERE {where}) AS s"
+                f" LEFT JOIN outbox_heads AS h ON h.stream_id = s.stream_id",
+                bounds * 4,
+            ).fetchall()
+            return {row[0]: None if row[1] is None else int(row[1]) + int(row[2]) for row in rows}
+
+        return await self._run(select)
+
     async def poisoned(self) -> list[PoisonedEvent]:
         """Events set aside because the far store refused them for good, oldest first."""
 

@@ -133,10 +133,16 @@ class MeterRepository:
 
     async def _latest_before(self, meter_id: str, year: int) -> MeterState | None:
         """State of the meter's latest year stream before ``year``, None if there is none."""
-        # Normally year-1; a meter that was silent for a whole year has no stream for it, and its
-        # state must still come from the last year it was heard.
+        previous = await self.latest_year_before(meter_id, year)
+        return None if previous is None else await self.load(meter_id, previous)
+
+    async def latest_year_before(self, meter_id: str, year: int) -> int | None:
+        """The year of the meter's latest stream before ``year``, None if there is none."""
+        # Normally year-1 (one head read, answered from local state on the Cosmos path); a meter
+        # that was silent for a whole year has no stream for it, and its state must still come
+        # from the last year it was heard: only then are the meter's streams listed.
         if await self.store.head(stream_id(meter_id, year - 1)) != NO_STREAM:
-            return await self.load(meter_id, year - 1)
+            return year - 1
         years = []
         for info in await self.store.list_streams(meter_stream_prefix(meter_id)):
             try:
@@ -145,9 +151,7 @@ class MeterRepository:
                 continue
             if stream_meter == meter_id and stream_year < year and info.head != NO_STREAM:
                 years.append(stream_year)
-        if not years:
-            return None
-        return await self.load(meter_id, max(years))
+        return max(years, default=None)
 
     def _usable_snapshot(
         self, stream: str, meter_id: str, year: int, snapshot: Snapshot | None

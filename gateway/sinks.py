@@ -18,11 +18,19 @@ version, then the stream's events put after it. The gateway is its meters' only 
 reason the poller trusts its cache), so this is the stream as it will be once drained, and a restart
 during a WAN outage polls on. A local state the forwarder's records contradict (events forwarded or
 poisoned that it does not account for) is not used: the stream is read from the far store.
+
+A stream the outbox file has never been given events for (a new year's stream, a new meter) is
+looked up in the far store, which is the only one that could hold it (another gateway box before
+this one), but only for ``new_stream_wait_s``: when the far store does not answer, or failed within
+the last ``far_down_hold_s``, the stream is taken as new (no events, no snapshot). So the first poll
+after New Year during a WAN outage opens the year's streams from the old year's local states instead
+of failing. Were the stream in the far store after all, the forwarder finds that out when it appends
+and reconciles by event id.
 """
 from __future__ import annotations
 
 import logging
-from typing import Protocol, Sequence
+from typing import Awaitable, Callable, Protocol, Sequence, TypeVar
 
 import anyio
 
@@ -34,6 +42,14 @@ from gateway.store.model import NO_STREAM, AppendResult, NewEvent, RecordedEvent
 from gateway.writer import BatchedWriter
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+NEW_STREAM_WAIT_S = 3.0
+"""How long a stream the outbox never wrote is looked for in the far store before taken as new."""
+
+FAR_DOWN_HOLD_S = 60.0
+"""After the far store failed such a lookup, further ones are not tried for this long."""
 
 
 class EventSink(Protocol):
@@ -67,12 +83,20 @@ class OutboxView:
     already be at the far stream's tail; they are recognised by id there too.
     """
 
-    def __init__(self, far: EventStore, outbox: Outbox) -> None:
+    def __init__(
+        self, far: EventStore, outbox: Outbox, *, new_stream_wait_s: float = NEW_STREAM_WAIT_S,
+        far_down_hold_s: float = FAR_DOWN_HOLD_S,
+    ) -> None:
+        if new_stream_wait_s <= 0 or far_down_hold_s < 0:
+            raise ValueError("new_stream_wait_s must be positive and far_down_hold_s non-negative")
         self.far = far
         self.outbox = outbox
+        self.new_stream_wait_s = new_stream_wait_s
+        self.far_down_hold_s = far_down_hold_s
         # Streams put into the outbox by this process: list_streams shows them before they reach
         # the far store (a new year stream's carry-over needs to find last year's stream).
         self._put: set[str] = set()
+        self._far_down_until = float("-inf")  # anyio time
 
     def note_put(self, stream_id: str) -> None:
         self._put.add(stream_id)
@@ -135,21 +159,41 @@ class OutboxView:
                 ))
         return head, events
 
+    async def _far_unless_new(self, stream_id: str, read: Callable[[], Awaitable[T]]) -> T | None:
+        """``read()`` (of the far store); None instead when the outbox never wrote ``stream_id`` and
+        the far store does not answer within ``new_stream_wait_s`` (see the module doc)."""
+        if stream_id in await self.outbox.written_streams(stream_id):
+            return await read()
+        if anyio.current_time() < self._far_down_until:
+            return None
+        reason = f"no answer within {self.new_stream_wait_s:g} s"
+        with anyio.move_on_after(self.new_stream_wait_s):
+            try:
+                return await read()
+            except StoreUnavailable as exc:
+                reason = str(exc)
+        self._far_down_until = anyio.current_time() + self.far_down_hold_s
+        log.warning("stream %s: never written by this gateway and the far store is out of reach (%s): "
+                    "taken as a new stream; far lookups of new streams paused for %g s",
+                    stream_id, reason, self.far_down_hold_s)
+        return None
+
     async def head(self, stream_id: str) -> int:
         local = await self._local(stream_id)
         if local is not None:
             return local.version + len(local.tail)
-        head, _ = await self._merged(stream_id, 1 << 62)  # nothing to load beyond the head
-        return head
+        # Nothing to load beyond the head.
+        merged = await self._far_unless_new(stream_id, lambda: self._merged(stream_id, 1 << 62))
+        return NO_STREAM if merged is None else merged[0]
 
     async def load(self, stream_id: str, from_version: int = 1) -> list[RecordedEvent]:
         local = await self._local(stream_id)
         if local is not None and from_version > local.version:
             return self._tail(local, from_version)  # what follows the local state (its snapshot)
-        head, events = await self._merged(stream_id, from_version)
-        if head == NO_STREAM:
+        merged = await self._far_unless_new(stream_id, lambda: self._merged(stream_id, from_version))
+        if merged is None or merged[0] == NO_STREAM:
             raise StreamNotFound(stream_id)
-        return events
+        return merged[1]
 
     async def list_streams(self, prefix: str = "") -> list[StreamInfo]:
         """The far store's streams and those put by this process, with heads counting pending
@@ -171,7 +215,7 @@ class OutboxView:
         local = await self._local(stream_id)
         if local is not None:
             return Snapshot(stream_id, local.version, local.schema_version, local.state, local.saved_at)
-        return await self.far.load_snapshot(stream_id)
+        return await self._far_unless_new(stream_id, lambda: self.far.load_snapshot(stream_id))
 
     async def save_snapshot(self, snapshot: Snapshot) -> None:
         """Saved only once the far stream holds the snapshot's version: a snapshot ahead of the far

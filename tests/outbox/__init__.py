@@ -15,7 +15,15 @@ import anyio
 
 from gateway.store.base import BatchOutcome, EventStore
 from gateway.store.errors import AppendTooLarge, EventIdConflict, StoreUnavailable
-from gateway.store.model import AppendRequest, AppendResult, EventMetadata, NewEvent, RecordedEvent
+from gateway.store.model import (
+    AppendRequest,
+    AppendResult,
+    EventMetadata,
+    NewEvent,
+    RecordedEvent,
+    Snapshot,
+    StreamInfo,
+)
 
 RECORDED_AT = datetime(2026, 11, 26, 12, 0, tzinfo=timezone.utc)
 
@@ -54,6 +62,7 @@ class FaultyStore:
     given, for a process that may be killed): the crash protocol must not need them, since Cosmos DB
     does not check ids across commits (SQLite's check would otherwise hide a duplicate).
     * ``refuse_type``: append_batch raises ValueError (before any I/O) if an event has this type.
+    * ``hang``: every read waits forever (a far store that does not answer: a WAN dropping packets).
     """
 
     def __init__(self, inner: EventStore, conflict_log: Path | None = None) -> None:
@@ -65,6 +74,8 @@ class FaultyStore:
         self.crash_after_append = False
         self.max_event_bytes: int | None = None
         self.refuse_type: str | None = None
+        self.hang = False
+        self.reads = 0  # head/load/load_snapshot/list_streams calls that reached this wrapper
         self.failed_calls = 0
         self.id_conflicts = 0
         self.append_calls = 0
@@ -121,13 +132,27 @@ class FaultyStore:
         assert outcome.result is not None
         return outcome.result
 
-    async def head(self, stream_id: str) -> int:
+    async def _read_fault(self) -> None:
+        self.reads += 1
+        if self.hang:
+            await anyio.sleep_forever()
         self._check_up()
+
+    async def head(self, stream_id: str) -> int:
+        await self._read_fault()
         return await self.inner.head(stream_id)
 
     async def load(self, stream_id: str, from_version: int = 1) -> list[RecordedEvent]:
-        self._check_up()
+        await self._read_fault()
         return await self.inner.load(stream_id, from_version)
+
+    async def load_snapshot(self, stream_id: str) -> Snapshot | None:
+        await self._read_fault()
+        return await self.inner.load_snapshot(stream_id)
+
+    async def list_streams(self, prefix: str = "") -> list[StreamInfo]:
+        await self._read_fault()
+        return await self.inner.list_streams(prefix)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)

@@ -5,7 +5,9 @@ session's shared server must stay up); the outage is a SIGSTOP of the server pro
 ``test_cosmos_end_to_end.py``. One poller polls the simulated meters and drains to Cosmos; a second
 poller (a restart: nothing cached) polls them while the server is frozen; then the outbox is drained.
 Checked in Cosmos: every event exactly once, versions 1..n per stream, the state the restarted poller
-worked from is the state Cosmos folds to.
+worked from is the state Cosmos folds to. Once in June, and once across New Year (UTC), where the
+restarted poller opens the new year's streams, which the far store has never seen, from the local
+states of the old year's.
 """
 from __future__ import annotations
 
@@ -21,7 +23,7 @@ import pytest
 from drivers.simulator import Framing, MeterSimulator, SimulatorConfig
 from drivers.simulator.fleet import fleet
 from gateway.config import parse_config
-from gateway.events import RegisterRead, decode
+from gateway.events import RegisterRead, YearStreamOpened, decode
 from gateway.outbox import Outbox
 from gateway.outbox_forwarder import Forwarder
 from gateway.poller import STEP_ORDER
@@ -36,14 +38,16 @@ from . import SECRETS, cosmos_store, fleet_toml
 
 pytestmark = [pytest.mark.anyio, pytest.mark.cosmos]
 
-START = datetime(2026, 6, 10, 8, 0, tzinfo=timezone.utc)
+JUNE = datetime(2026, 6, 10, 8, 0, tzinfo=timezone.utc)
+NEW_YEAR_EVE = datetime(2026, 12, 31, 23, 50, tzinfo=timezone.utc)  # the restart polls at 00:05
 REGISTERS = ("1.0.1.8.0.255", "1.0.2.8.0.255", "1.0.1.7.0.255", "1.0.32.7.0.255")
 GUARD_S = 60.0  # against a hang, not a performance assertion
 DEADLINE_S = 8.0  # per poll; a cold state read from the frozen server would hang past it
 
 
+@pytest.mark.parametrize("start", [JUNE, NEW_YEAR_EVE], ids=["june", "new-year"])
 async def test_a_restart_during_an_outage_polls_from_the_local_states(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, start: datetime
 ) -> None:
     monkeypatch.setenv(KEY_ENV, EMULATOR_KEY)
     try:
@@ -56,7 +60,7 @@ async def test_a_restart_during_an_outage_polls_from_the_local_states(
         outbox_path = tmp_path / "outbox.sqlite3"
         async with await CosmosEventStore.open(cosmos_config, create_if_missing=True):
             pass
-        sim_config = SimulatorConfig(meters=fleet(2), framing=Framing.BOTH, start=START, speed=0.0)
+        sim_config = SimulatorConfig(meters=fleet(2), framing=Framing.BOTH, start=start, speed=0.0)
         async with MeterSimulator(sim_config) as simulator:
             store = cosmos_store(cosmos_config.endpoint, cosmos_config.database, cosmos_config.container,
                                  KEY_ENV, str(outbox_path))
@@ -77,6 +81,7 @@ async def test_a_restart_during_an_outage_polls_from_the_local_states(
                 os.kill(server.pid, signal.SIGSTOP)
                 frozen = True
                 simulator.clock.advance(timedelta(minutes=15))
+                years = sorted({start.year, simulator.clock.now().year})
                 worked_from = {}
                 async with open_poller(config, now=simulator.clock.now, environ=SECRETS,
                                        forwarding=forwarding) as restarted:
@@ -85,7 +90,8 @@ async def test_a_restart_during_an_outage_polls_from_the_local_states(
                                                        deadline=anyio.current_time() + DEADLINE_S)
                         assert summary.ok, summary.describe_error()
                         assert summary.stored.get(RegisterRead.TYPE) == len(REGISTERS), summary.stored
-                        worked_from[meter_id] = await restarted.repository.load(meter_id, START.year)
+                        for year in years:
+                            worked_from[meter_id, year] = await restarted.repository.load(meter_id, year)
                 async with await Outbox.open(outbox_path, 64 * 1024 * 1024) as outbox:
                     queued = (await outbox.state()).depth
                 assert queued >= len(meters) * len(REGISTERS)
@@ -103,20 +109,25 @@ async def test_a_restart_during_an_outage_polls_from_the_local_states(
                     streams = {info.stream_id: await cosmos.load(info.stream_id)
                                for info in await cosmos.list_streams("Meter:")}
                     fresh = MeterRepository(cosmos)
-                    for meter_id in meters:
-                        assert await fresh.load(meter_id, START.year) == worked_from[meter_id], meter_id
+                    for (meter_id, year), state in worked_from.items():
+                        assert await fresh.load(meter_id, year) == state, (meter_id, year)
     finally:
         if frozen:
             os.kill(server.pid, signal.SIGCONT)
         server.stop()
 
-    assert set(streams) == {f"Meter:{m}:{START.year}" for m in meters}
+    assert set(streams) == {f"Meter:{m}:{year}" for m in meters for year in years}
     ids = [e.event_id for events in streams.values() for e in events]
     assert len(ids) == len(set(ids))
+    reads: Counter[str] = Counter()
     for stream, events in streams.items():
         assert [e.version for e in events] == list(range(1, len(events) + 1)), stream
-        reads = Counter(decode(e).obis for e in events if e.type == RegisterRead.TYPE)  # type: ignore[attr-defined]
-        assert reads == {obis: 2 for obis in REGISTERS}, (stream, reads)
+        reads.update(f"{stream.split(':')[1]} {decode(e).obis}"  # type: ignore[attr-defined]
+                     for e in events if e.type == RegisterRead.TYPE)
+        if len(years) == 2 and stream.endswith(f":{years[1]}"):
+            # The new year's stream opens with the old year's closing state, carried over.
+            assert events[0].type == YearStreamOpened.TYPE, stream
+    assert reads == {f"{m} {obis}": 2 for m in meters for obis in REGISTERS}
 
 
 async def test_a_local_state_the_forwarder_contradicts_is_not_used(tmp_path: Path) -> None:

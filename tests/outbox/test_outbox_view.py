@@ -1,0 +1,97 @@
+"""The outbox's read side (``OutboxView``) when the far store is out of reach: streams the outbox
+knows are read from it; a stream it never wrote (a new year's, a new meter's) is looked for in the far
+store only briefly, then taken as new. The far store is a real SqliteEventStore behind ``FaultyStore``."""
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import anyio
+import pytest
+
+from gateway.outbox import Outbox
+from gateway.outbox_forwarder import Forwarder
+from gateway.sinks import OutboxView
+from gateway.store.errors import StoreUnavailable, StreamNotFound
+from gateway.store.model import NO_STREAM
+from gateway.store.sqlite import SqliteEventStore
+from tests.outbox import FaultyStore, event, ids
+
+pytestmark = pytest.mark.anyio
+
+OLD, NEW = "Meter:m-1:2026", "Meter:m-1:2027"
+GUARD_S = 10.0  # against a hang, not a performance assertion
+
+
+@pytest.fixture
+async def far(tmp_path: Path) -> AsyncIterator[FaultyStore]:
+    store = await SqliteEventStore.open(tmp_path / "far.db")
+    try:
+        yield FaultyStore(store)
+    finally:
+        await store.aclose()
+
+
+@pytest.fixture
+async def outbox(tmp_path: Path) -> AsyncIterator[Outbox]:
+    async with await Outbox.open(tmp_path / "outbox.sqlite3", 1_000_000) as box:
+        yield box
+
+
+async def test_written_streams_lists_what_the_outbox_was_given_with_the_head_it_knows(
+    outbox: Outbox, far: FaultyStore
+) -> None:
+    await outbox.put(OLD, [event("a"), event("b")])
+    await outbox.put("Meter:m-10:2026", [event("x")])
+    await outbox.save_local_state("Meter:m-1:2025", 7, 1, {"version": 7})
+    # Not forwarded yet: the far head is unknown to the outbox.
+    assert await outbox.written_streams("Meter:m-1:") == {OLD: None, "Meter:m-1:2025": None}
+    await Forwarder(outbox, far).drain_once()
+    await outbox.put(OLD, [event("c")])
+    assert await outbox.written_streams("Meter:m-1:") == {OLD: 3, "Meter:m-1:2025": None}
+    assert set(await outbox.written_streams()) == {OLD, "Meter:m-10:2026", "Meter:m-1:2025"}
+    assert await outbox.written_streams(NEW) == {}
+
+
+async def test_a_stream_never_written_is_new_while_the_far_store_is_down(
+    outbox: Outbox, far: FaultyStore
+) -> None:
+    view = OutboxView(far, outbox, new_stream_wait_s=1.0, far_down_hold_s=3600)
+    far.down = True
+    assert await view.head(NEW) == NO_STREAM
+    assert far.reads == 1
+    # Within the hold the far store is not asked again, for this stream or another new one.
+    with pytest.raises(StreamNotFound):
+        await view.load(NEW)
+    assert await view.load_snapshot(NEW) is None
+    assert await view.head("Meter:m-2:2027") == NO_STREAM
+    assert far.reads == 1
+    # A stream the outbox did write is never guessed: without a local state it needs the far store.
+    await outbox.put(OLD, [event("a")])
+    with pytest.raises(StoreUnavailable):
+        await view.head(OLD)
+
+
+async def test_a_far_store_that_does_not_answer_is_waited_for_briefly(
+    outbox: Outbox, far: FaultyStore
+) -> None:
+    view = OutboxView(far, outbox, new_stream_wait_s=0.2, far_down_hold_s=0)
+    far.hang = True
+    with anyio.fail_after(GUARD_S):
+        assert await view.head(NEW) == NO_STREAM
+        assert await view.load_snapshot(NEW) is None
+    assert far.reads == 2  # no hold: each lookup asked (and waited for) the far store
+
+
+async def test_a_stream_the_far_store_holds_is_read_from_it(outbox: Outbox, far: FaultyStore) -> None:
+    # Written by another gateway box before this one (its outbox is not this file).
+    await far.inner.append(NEW, [event("n1"), event("n2")], NO_STREAM)
+    view = OutboxView(far, outbox, new_stream_wait_s=1.0)
+    assert await view.head(NEW) == 2
+    assert ids(await view.load(NEW)) == ["n1", "n2"]
+    # Once the far store has failed, a new-stream lookup is paused only for the hold.
+    far.down = True
+    paused = OutboxView(far, outbox, new_stream_wait_s=1.0, far_down_hold_s=0)
+    assert await paused.head(NEW) == NO_STREAM
+    far.down = False
+    assert await paused.head(NEW) == 2
