@@ -164,6 +164,11 @@ class OutboxView:
         the far store does not answer within ``new_stream_wait_s`` (see the module doc)."""
         if stream_id in await self.outbox.written_streams(stream_id):
             return await read()
+        return await self._far_briefly(f"stream {stream_id}", read)
+
+    async def _far_briefly(self, what: str, read: Callable[[], Awaitable[T]]) -> T | None:
+        """``read()``, or None when the far store fails it, does not answer within
+        ``new_stream_wait_s``, or failed so within the last ``far_down_hold_s``."""
         if anyio.current_time() < self._far_down_until:
             return None
         reason = f"no answer within {self.new_stream_wait_s:g} s"
@@ -173,9 +178,9 @@ class OutboxView:
             except StoreUnavailable as exc:
                 reason = str(exc)
         self._far_down_until = anyio.current_time() + self.far_down_hold_s
-        log.warning("stream %s: never written by this gateway and the far store is out of reach (%s): "
-                    "taken as a new stream; far lookups of new streams paused for %g s",
-                    stream_id, reason, self.far_down_hold_s)
+        log.warning("%s: never written by this gateway and the far store is out of reach (%s): "
+                    "taken as new; far lookups of new streams paused for %g s",
+                    what, reason, self.far_down_hold_s)
         return None
 
     async def head(self, stream_id: str) -> int:
@@ -197,8 +202,14 @@ class OutboxView:
 
     async def list_streams(self, prefix: str = "") -> list[StreamInfo]:
         """The far store's streams and those put by this process, with heads counting pending
-        events (the repository lists one meter's few streams; each pending one costs a far read)."""
-        streams = {info.stream_id: info for info in await self.far.list_streams(prefix)}
+        events (the repository lists one meter's few streams; each pending one costs a far read).
+        A meter this gateway never wrote (``prefix`` matches nothing in the outbox) is looked up in
+        the far store only briefly, as a new stream is: a new meter polls during an outage."""
+        if await self.outbox.written_streams(prefix):
+            far = await self.far.list_streams(prefix)
+        else:
+            far = await self._far_briefly(f"streams {prefix}*", lambda: self.far.list_streams(prefix)) or []
+        streams = {info.stream_id: info for info in far}
         for stream_id in sorted({*streams, *(s for s in self._put if s.startswith(prefix))}):
             if not await self.outbox.pending(stream_id):
                 continue

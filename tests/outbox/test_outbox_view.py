@@ -11,6 +11,7 @@ import pytest
 
 from gateway.outbox import Outbox
 from gateway.outbox_forwarder import Forwarder
+from gateway.repository import MeterRepository
 from gateway.sinks import OutboxView
 from gateway.store.errors import StoreUnavailable, StreamNotFound
 from gateway.store.model import NO_STREAM
@@ -70,6 +71,19 @@ async def test_a_stream_never_written_is_new_while_the_far_store_is_down(
     await outbox.put(OLD, [event("a")])
     with pytest.raises(StoreUnavailable):
         await view.head(OLD)
+
+
+async def test_a_new_meter_has_no_streams_while_the_far_store_is_down(outbox: Outbox, far: FaultyStore) -> None:
+    view = OutboxView(far, outbox, new_stream_wait_s=1.0, far_down_hold_s=3600)
+    far.down = True
+    assert await view.list_streams("Meter:m-9:") == []
+    # So its first poll starts from an empty state instead of failing.
+    state = await MeterRepository(view).current("m-9", 2027)  # type: ignore[arg-type]
+    assert (state.version, state.identity) == (NO_STREAM, None)
+    # A meter the outbox wrote is listed from the far store: no guess for it.
+    await outbox.put(OLD, [event("a")])
+    with pytest.raises(StoreUnavailable):
+        await view.list_streams("Meter:m-1:")
 
 
 async def test_a_far_store_that_does_not_answer_is_waited_for_briefly(
