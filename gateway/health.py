@@ -140,21 +140,21 @@ class HealthStore:
     async def _run(self, func: Callable[[sqlite3.Connection], T]) -> T:
         return await self._db.run(func)
 
-    async def record(self, outcome: PollOutcome) -> MeterHealth:
-        """Fold one poll's outcome into the meter's row; returns the row after it."""
+    async def record(self, outcome: PollOutcome) -> tuple[MeterHealth | None, MeterHealth]:
+        """Fold one poll's outcome into the meter's row; returns (the row before, the row after)."""
 
-        def write(conn: sqlite3.Connection) -> MeterHealth:
+        def write(conn: sqlite3.Connection) -> tuple[MeterHealth | None, MeterHealth]:
             with immediate_transaction(conn):
                 row = conn.execute(
                     "SELECT * FROM meter_health WHERE meter_id = ?", (outcome.meter_id,)
                 ).fetchone()
-                old = _row_to_health(row) if row is not None else MeterHealth(outcome.meter_id)
-                new = _fold(old, outcome)
+                before = _row_to_health(row) if row is not None else None
+                new = _fold(before or MeterHealth(outcome.meter_id), outcome)
                 conn.execute(
                     "INSERT OR REPLACE INTO meter_health VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                     _to_row(new),
                 )
-            return new
+            return before, new
 
         return await self._run(write)
 

@@ -346,16 +346,12 @@ class Poller:
         t0 = anyio.current_time()
         health = await self.health.get(meter_id)
         last_attempt = health.last_attempt_at if health is not None else None
-        if (meter_id in self._attempts and self._attempts[meter_id] != last_attempt
-                and isinstance(self.repository, CachingRepository)):
-            # Another process (`gateway poll` beside `gateway run`) polled this meter since we did:
-            # a trusted cached state may be behind what it stored.
-            log.info("meter %s: polled by another process since our last poll; reloading its state", meter_id)
-            self.repository.forget_meter(meter_id)
+        if meter_id in self._attempts and self._attempts[meter_id] != last_attempt:
+            self._polled_elsewhere(meter_id)
         try:
             state = await self._current_state(meter_id, started_at.year, deadline)
         except StoreError as exc:
-            return await self._state_unavailable(meter, set(steps), started_at, t0, exc)
+            return await self._state_unavailable(meter, set(steps), started_at, t0, exc, last_attempt)
         due = set(steps)
         if state.identity is None:
             due.add("identity")  # first contact: MeterRegistered before anything else
@@ -400,11 +396,25 @@ class Poller:
             duration_s=anyio.current_time() - t0, retryable=retryable, store_error=store_error,
             result=result,
         )
-        await self._record(self._outcome(meter, summary, result, plans, state.interval_ends, started_at))
+        await self._record(
+            self._outcome(meter, summary, result, plans, state.interval_ends, started_at), last_attempt
+        )
         return summary
 
-    async def _record(self, outcome: PollOutcome) -> None:
-        recorded = await self.health.record(outcome)
+    def _polled_elsewhere(self, meter_id: str) -> None:
+        # Another process (`gateway poll` beside `gateway run`) polled this meter since we last did:
+        # a trusted cached state may be behind what it stored.
+        if isinstance(self.repository, CachingRepository):
+            log.info("meter %s: polled by another process since our last poll; reloading its state", meter_id)
+            self.repository.forget_meter(meter_id)
+
+    async def _record(self, outcome: PollOutcome, seen_attempt: datetime | None) -> None:
+        """Record the outcome; ``seen_attempt``: the meter's last attempt as read when the poll began."""
+        before, recorded = await self.health.record(outcome)
+        if (before.last_attempt_at if before is not None else None) != seen_attempt:
+            # The other process recorded its poll while ours ran: checking only when a poll begins
+            # would miss it, since our record now hides its attempt.
+            self._polled_elsewhere(outcome.meter_id)
         self._attempts[outcome.meter_id] = recorded.last_attempt_at
 
     async def _current_state(self, meter_id: str, year: int, deadline: float | None) -> MeterState:
@@ -416,7 +426,8 @@ class Poller:
         raise StateUnavailable(meter_id, "the store did not answer within the meter's deadline")
 
     async def _state_unavailable(
-        self, meter: MeterConfig, steps: set[PollStep], started_at: datetime, t0: float, exc: StoreError
+        self, meter: MeterConfig, steps: set[PollStep], started_at: datetime, t0: float, exc: StoreError,
+        seen_attempt: datetime | None,
     ) -> PollSummary:
         """Nothing was read: the meter's state (where to catch up from) could not be loaded. Its
         meter is read on its next poll; the readings are still on the meter."""
@@ -430,7 +441,9 @@ class Poller:
             meter_id=meter.id, started_at=started_at, steps=frozenset(ordered), errors=tuple(errors),
             duration_s=anyio.current_time() - t0, retryable=True,
         )
-        await self._record(PollOutcome(meter_id=meter.id, at=started_at, ok=False, error=summary.describe_error()))
+        await self._record(
+            PollOutcome(meter_id=meter.id, at=started_at, ok=False, error=summary.describe_error()), seen_attempt
+        )
         return summary
 
     # -- session and reads ------------------------------------------------------------------
