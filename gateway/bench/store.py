@@ -76,7 +76,7 @@ class BenchConfig:
     events: int = 20_000
     batch: int = 500
     concurrent_flushes: int = 1  # BatchedWriter(max_concurrent_flushes=...)
-    repeat: int = 1  # runs of (writer, baseline); the run with the median ratio is reported
+    repeat: int = 3  # runs of (writer, baseline); the run with the median ratio is reported
 
     def __post_init__(self) -> None:
         if min(self.meters, self.events, self.batch, self.concurrent_flushes, self.repeat) < 1:

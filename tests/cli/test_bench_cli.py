@@ -28,7 +28,7 @@ async def test_bench_store_json_reports_figures_and_stores_every_event(tmp_path:
     work = tmp_path / "bench"
     done = run_gateway(
         "bench", "store", "--backend", "sqlite", "--meters", "3", "--events", "60",
-        "--json", "--db", str(work),
+        "--json", "--db", str(work), "--repeat", "1",
     )
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
