@@ -65,7 +65,9 @@ async def test_bench_store_json_reports_figures_and_stores_every_event(tmp_path:
 
 
 def test_bench_store_refuses_to_reuse_a_store(tmp_path: Path) -> None:
-    (tmp_path / "writer.db").write_bytes(b"")
+    # The default 3 runs each write into a sub-directory of their own.
+    (tmp_path / "run-1").mkdir()
+    (tmp_path / "run-1" / "writer.db").write_bytes(b"")
     done = run_gateway("bench", "store", "--meters", "1", "--events", "6", "--db", str(tmp_path))
     assert done.returncode == 1
     assert "already exists" in done.stderr
