@@ -8,7 +8,9 @@ store (SQLite: the views file next to it; Cosmos DB: the ``views`` container). C
 in effect, so the next start goes on from the saved checkpoints.
 
 The views must never cost the fleet its polls: a store or view store that fails is logged and the
-engine is started again after a backoff, while polling goes on.
+engine is started again after a backoff, while polling goes on. So is a ``gateway project`` running
+over the same store (one runner per store, gateway.projections.runner_lock): the gateway's own
+projections take over once it has stopped.
 """
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ import anyio
 from gateway.commands.views import ViewsUnavailable, open_views
 from gateway.config.model import FleetConfig
 from gateway.projections import ProjectionEngine, ProjectionError, ViewStoreError, default_projections, zone_lookup
+from gateway.projections.runner_lock import projection_runner, runner_lock_path
 from gateway.store.errors import StoreError
 
 log = logging.getLogger("gateway.run.projections")
@@ -42,12 +45,13 @@ async def run_projections(fleet: FleetConfig, *, retry_initial_s: float = 1.0, r
     while True:
         started = anyio.current_time()
         try:
-            async with open_views(fleet.store, create=True) as (store, views):
-                assert store is not None  # open_views creates the event store along with the views
-                engine = ProjectionEngine(store, views, default_projections(zones), batch_size=settings.batch_size)
-                log.info("projecting %s into %s every %g s", ", ".join(engine.projections),
-                         getattr(views, "path", "the views"), settings.interval_s)
-                await engine.run_forever(settings.interval_s)
+            with projection_runner(runner_lock_path(fleet.store)):
+                async with open_views(fleet.store, create=True) as (store, views):
+                    assert store is not None  # open_views creates the event store along with the views
+                    engine = ProjectionEngine(store, views, default_projections(zones), batch_size=settings.batch_size)
+                    log.info("projecting %s into %s every %g s", ", ".join(engine.projections),
+                             getattr(views, "path", "the views"), settings.interval_s)
+                    await engine.run_forever(settings.interval_s)
         except* Exception as group:
             # A run that went well for a while starts the backoff over: the failure is a new one.
             if anyio.current_time() - started > retry_max_s:

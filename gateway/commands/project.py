@@ -6,7 +6,8 @@ a views file next to the store, see gateway.projections.view_store.views_path; C
 Continuous by default, until SIGTERM/SIGINT (the page in progress is finished: the engine is
 exactly-once in effect, so stopping anywhere is safe); ``--once`` drains the feed and exits,
 printing the lag of each projection. ``--rebuild NAME`` first drops that view and its checkpoint.
-Run it with no other ``gateway project`` on the same store while rebuilding.
+One projection runner per store: while another (``gateway project``, or ``gateway run`` with
+``[projections] enabled``) runs, it exits with 1 at once (gateway.projections.runner_lock).
 Exit codes: 0 done / stopped by a signal, 1 the store or views cannot be used, 2 bad config.
 """
 from __future__ import annotations
@@ -19,6 +20,8 @@ import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Callable
+from zoneinfo import ZoneInfo
 
 import anyio
 
@@ -33,6 +36,7 @@ from gateway.projections import (
     default_projections,
     zone_lookup,
 )
+from gateway.projections.runner_lock import projection_runner, runner_lock_path
 from gateway.store.cosmos_client import CosmosConfigError
 from gateway.store.errors import StoreError
 from gateway.commands._args import positive, positive_float
@@ -75,6 +79,11 @@ def run(args: argparse.Namespace) -> int:
 
 async def _project(fleet: FleetConfig, args: argparse.Namespace) -> None:
     zones = zone_lookup({meter.id: meter.timezone for meter in fleet.meters})
+    with projection_runner(runner_lock_path(fleet.store)):
+        await _run_engine(fleet, args, zones)
+
+
+async def _run_engine(fleet: FleetConfig, args: argparse.Namespace, zones: Callable[[str], ZoneInfo]) -> None:
     async with open_views(fleet.store, create=True) as (store, views):
         assert store is not None  # created with the views
         engine = ProjectionEngine(store, views, default_projections(zones), batch_size=args.batch)

@@ -207,3 +207,26 @@ async def _wait_for_checkpoints(directory: Path, position: int) -> None:
                 if all(c.position is not None and int(c.position) >= position for c in checkpoints):
                     return
             await anyio.sleep(0.1)
+
+
+def test_one_projection_runner_per_store(fleet: Path, tmp_path: Path) -> None:
+    lock = tmp_path / "events.views.lock"
+    environ = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    follower = subprocess.Popen([sys.executable, "-m", "gateway", "project", "--config", str(fleet)],
+                                cwd=tmp_path, env=environ, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = datetime.now(timezone.utc) + timedelta(seconds=30)  # against a hang only
+        while not (lock.exists() and lock.read_text().strip() == str(follower.pid)):
+            assert follower.poll() is None, follower.communicate()
+            assert datetime.now(timezone.utc) < deadline, "the follower never took the runner lock"
+            anyio.run(anyio.sleep, 0.05)
+        refused = gateway_cli("project", "--config", str(fleet), "--once", "--rebuild", "fleet_overview",
+                              cwd=tmp_path)
+        assert refused.returncode == 1
+        assert f"another projection runner (pid {follower.pid})" in refused.stderr
+    finally:
+        follower.send_signal(signal.SIGTERM)
+        assert follower.wait(timeout=30) == 0
+    rebuilt = gateway_cli("project", "--config", str(fleet), "--once", "--rebuild", "fleet_overview",
+                          cwd=tmp_path)
+    assert rebuilt.returncode == 0, rebuilt.stderr
