@@ -335,6 +335,15 @@ class Poller:
         self.scalers = ScalerUnitCache()
         self._attempts: dict[str, datetime | None] = {}  # meter -> its health row's last attempt, as we left it
 
+    def use_fleet(self, fleet: FleetConfig) -> None:
+        """Poll ``fleet`` from now on (a config reload; the store must be the same). Scalers are
+        read again, since a meter's make or profile may have changed."""
+        if fleet.store != self.fleet.store:
+            raise ValueError("a poller keeps its store: a new [store] needs a new poller")
+        self.fleet = fleet
+        self.normalize_settings = NormalizeSettings.from_fleet(fleet)
+        self.scalers = ScalerUnitCache()
+
     # -- one poll ---------------------------------------------------------------------------
 
     async def poll(

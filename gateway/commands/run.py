@@ -6,6 +6,9 @@ flushes the batched writer and exits 0. A second signal cancels the polls in fli
 With Cosmos DB as the store, polls put their events in the local outbox and a forwarder drains it to
 Cosmos in the same task group; on the signal the forwarder stops and what it had not forwarded
 stays in the outbox file for the next start.
+SIGHUP reloads the config file (gateway.fleet_reload): the polls in flight finish, then the new
+fleet is polled; a config that is invalid or changes ``[store]``/``gateway_id`` is refused with an
+ERROR line and the gateway goes on with the running one.
 Exit codes: 0 stopped by a signal, 2 the config is invalid, 1 the store cannot be opened.
 """
 from __future__ import annotations
@@ -20,6 +23,7 @@ import anyio
 
 from gateway.config import ConfigError, CosmosStoreConfig, FleetConfig, load_config
 from gateway.config.model import LOG_FORMATS
+from gateway.fleet_reload import ReloadRefused, describe_changes, load_for_reload
 from gateway.health import HealthError
 from gateway.logsetup import configure
 from gateway.wiring import UnsupportedStore, open_poller
@@ -51,40 +55,94 @@ def run(args: argparse.Namespace) -> int:
         return 2
     configure(fleet.logging.level, args.log_format or fleet.logging.format)
     try:
-        anyio.run(serve, fleet, args.seed)
+        anyio.run(serve, fleet, args.seed, args.config)
     except (UnsupportedStore, StoreError, HealthError, OSError) as exc:
         log.error("cannot start: %s", exc)
         return 1
     return 0
 
 
-async def serve(fleet: FleetConfig, seed: int = 0) -> None:
-    """Poll ``fleet`` until the first SIGTERM/SIGINT, then wind down cleanly."""
-    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+class _Running:
+    """What the signal watcher and the scheduling loop of ``serve`` share."""
+
+    def __init__(self, fleet: FleetConfig, scheduler: Scheduler) -> None:
+        self.fleet = fleet
+        self.scheduler = scheduler
+        self.reloaded: FleetConfig | None = None  # waiting for the polls in flight to finish
+        self.stopping = False
+        self.projections = anyio.CancelScope()
+
+
+async def serve(fleet: FleetConfig, seed: int = 0, config_path: Path | None = None) -> None:
+    """Poll ``fleet`` until the first SIGTERM/SIGINT, then wind down cleanly. With ``config_path``,
+    SIGHUP reloads the fleet from it."""
+    wanted = (signal.SIGTERM, signal.SIGINT, *((signal.SIGHUP,) if config_path is not None else ()))
+    with anyio.open_signal_receiver(*wanted) as signals:
         async with open_poller(fleet) as poller:
-            scheduler = Scheduler(fleet, poller, seed=seed)
+            running = _Running(fleet, Scheduler(fleet, poller, seed=seed))
             async with anyio.create_task_group() as tg:
 
                 async def watch_signals() -> None:
                     async for signum in signals:
-                        if not scheduler.stopping:
-                            log.info("%s: finishing the polls in flight, then flushing and stopping",
-                                     signal.Signals(signum).name)
-                            scheduler.stop()
+                        name = signal.Signals(signum).name
+                        if signum == signal.SIGHUP:
+                            assert config_path is not None
+                            _reload(running, config_path)
+                        elif not running.stopping:
+                            log.info("%s: finishing the polls in flight, then flushing and stopping", name)
+                            running.stopping = True
+                            running.scheduler.stop()
                         else:
-                            log.warning("second %s: cancelling the polls in flight", signal.Signals(signum).name)
+                            log.warning("second %s: cancelling the polls in flight", name)
                             tg.cancel_scope.cancel()
 
+                async def projections() -> None:
+                    # Started again with the new fleet after a reload (its meters' time zones, its
+                    # [projections]); the old engine has stopped before the new one takes the lock.
+                    while True:
+                        with anyio.CancelScope() as scope:
+                            running.projections = scope
+                            await run_projections(running.fleet)  # returns at once unless enabled
+                            await anyio.sleep_forever()
+
                 tg.start_soon(watch_signals, name="signal watcher")
-                tg.start_soon(run_projections, fleet, name="projections")  # no-op unless enabled
+                tg.start_soon(projections, name="projections")
                 log.info("gateway %s: polling %d meters into %s", fleet.gateway_id, len(fleet.meters),
                          _describe_store(fleet))
-                await scheduler.run()
+                while True:
+                    await running.scheduler.run()
+                    if running.stopping or running.reloaded is None:
+                        break
+                    previous = running.scheduler
+                    running.fleet, running.reloaded = running.reloaded, None
+                    logging.getLogger().setLevel(running.fleet.logging.level)
+                    poller.use_fleet(running.fleet)
+                    running.scheduler = Scheduler(running.fleet, poller, seed=seed)
+                    running.scheduler.backoff = previous.backoff  # dead meters stay on their backoff
+                    running.projections.cancel()
+                    log.info("config reloaded: polling %d meters", len(running.fleet.meters))
                 tg.cancel_scope.cancel()  # the jobs have ended: stop the signal watcher and projections
         if isinstance(fleet.store, CosmosStoreConfig):
             log.info("stopped: events in the outbox, forwarder stopped, store closed")
         else:
             log.info("stopped: writer flushed, store closed")
+
+
+def _reload(running: _Running, config_path: Path) -> None:
+    """SIGHUP: check the config file; if it can replace the running one, let the polls in flight
+    finish (the scheduling loop then starts the new fleet)."""
+    if running.stopping:
+        log.warning("SIGHUP: stopping already, config not reloaded")
+        return
+    try:
+        new = load_for_reload(config_path, running.fleet)
+    except ReloadRefused as exc:
+        log.error("SIGHUP: config %s not reloaded, going on with the running one: %s", config_path, exc)
+        return
+    log.info("SIGHUP: reloading %s (%s); the polls in flight finish first",
+             config_path, describe_changes(running.fleet, new))
+    running.reloaded = new
+    running.scheduler.stop()
 
 
 def _describe_store(fleet: FleetConfig) -> str:

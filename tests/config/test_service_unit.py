@@ -31,4 +31,5 @@ def test_service_runs_unprivileged_and_restarts_on_failure() -> None:
     assert service["KillSignal"] == ["SIGTERM"]
     assert any("check-config /etc/meter-gateway/fleet.toml" in v for v in service["ExecStartPre"])
     assert any("gateway run --config /etc/meter-gateway/fleet.toml" in v for v in service["ExecStart"])
+    assert service["ExecReload"] == ["/bin/kill -HUP $MAINPID"]  # `gateway run` reloads on SIGHUP
     assert _unit()["Install"]["WantedBy"] == ["multi-user.target"]

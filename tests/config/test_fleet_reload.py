@@ -1,0 +1,69 @@
+"""What a SIGHUP reload accepts and refuses (gateway.fleet_reload); `gateway run` doing it is in
+tests/pipeline/test_reload.py."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import pytest
+
+from gateway.config import load_config
+from gateway.fleet_reload import ReloadRefused, describe_changes, load_for_reload
+
+FLEET = """\
+gateway_id = "gw-test"
+default_timezone = "Europe/Copenhagen"
+
+[store]
+kind = "sqlite"
+path = "events.db"
+
+[[concentrators]]
+id = "dc-1"
+host = "127.0.0.1"
+port = 4060
+framing = "wrapper"
+"""
+
+
+def meter(meter_id: str, wport: int, max_power_w: int = 55200) -> str:
+    return f"""
+[[meters]]
+id = "{meter_id}"
+make = "kamstrup"
+profile = "omnipower"
+connection = "dc-1"
+wport = {wport}
+security = {{ level = "none" }}
+max_power_w = {max_power_w}
+"""
+
+
+def test_meters_added_removed_and_changed_are_named(tmp_path: Path) -> None:
+    path = tmp_path / "fleet.toml"
+    path.write_text(FLEET + meter("kam-1", 1) + meter("kam-2", 2))
+    running = load_config(path)
+    path.write_text(FLEET + meter("kam-1", 1, max_power_w=69000) + meter("kam-3", 3))
+    new = load_for_reload(path, running)
+    assert [m.id for m in new.meters] == ["kam-1", "kam-3"]
+    assert describe_changes(running, new) == "2 meters; added: kam-3; removed: kam-2; changed: kam-1"
+
+
+@pytest.mark.parametrize(
+    ("edit", "reason"),
+    [
+        (lambda text: text.replace('"gw-test"', '"gw-other"'), "gateway_id changed: that needs a restart"),
+        (lambda text: text.replace('"events.db"', '"other.db"'), "store changed: that needs a restart"),
+        (lambda text: text.replace("wport = 1", "wport = -1"), "the config is not valid: "),
+    ],
+    ids=["gateway-id", "store", "invalid"],
+)
+def test_a_config_that_cannot_replace_the_running_one_is_refused(
+    tmp_path: Path, edit: Callable[[str], str], reason: str
+) -> None:
+    path = tmp_path / "fleet.toml"
+    path.write_text(FLEET + meter("kam-1", 1))
+    running = load_config(path)
+    path.write_text(edit(path.read_text()))
+    with pytest.raises(ReloadRefused, match=reason):
+        load_for_reload(path, running)
