@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from gateway.config import ConfigError, FleetConfig, load_config
+from gateway.scheduler import MeterBackoff
 
 
 class ReloadRefused(Exception):
@@ -48,4 +49,15 @@ def describe_changes(old: FleetConfig, new: FleetConfig) -> str:
     return "; ".join(parts)
 
 
-__all__ = ["ReloadRefused", "describe_changes", "load_for_reload"]
+def carried_backoff(backoff: MeterBackoff, old: FleetConfig, new: FleetConfig) -> MeterBackoff:
+    """``backoff`` for the reloaded fleet: dead meters stay on their backoff, except those whose
+    config changed or that failed on their config or a secret (the reload may be their fix), which
+    are polled at their next slot."""
+    before = {meter.id: meter for meter in old.meters}
+    for meter in new.meters:
+        if before.get(meter.id) != meter or backoff.config_error(meter.id) is not None:
+            backoff.forget(meter.id)
+    return backoff
+
+
+__all__ = ["ReloadRefused", "carried_backoff", "describe_changes", "load_for_reload"]

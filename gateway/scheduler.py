@@ -159,6 +159,12 @@ class MeterBackoff:
         log.debug("meter %s: slot skipped (backoff: %d consecutive failures)", meter_id, self.failures(meter_id))
         return False
 
+    def forget(self, meter_id: str) -> None:
+        """Start the meter afresh: polled at every slot until it fails again."""
+        self._failures.pop(meter_id, None)
+        self._skipped.pop(meter_id, None)
+        self._config_errors.pop(meter_id, None)
+
     def record(self, summary: PollSummary) -> None:
         meter_id = summary.meter_id
         self._skipped.pop(meter_id, None)

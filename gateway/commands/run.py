@@ -23,7 +23,7 @@ import anyio
 
 from gateway.config import ConfigError, CosmosStoreConfig, FleetConfig, load_config
 from gateway.config.model import LOG_FORMATS
-from gateway.fleet_reload import ReloadRefused, describe_changes, load_for_reload
+from gateway.fleet_reload import ReloadRefused, carried_backoff, describe_changes, load_for_reload
 from gateway.health import HealthError
 from gateway.logsetup import configure
 from gateway.wiring import UnsupportedStore, open_poller
@@ -113,12 +113,12 @@ async def serve(fleet: FleetConfig, seed: int = 0, config_path: Path | None = No
                     await running.scheduler.run()
                     if running.stopping or running.reloaded is None:
                         break
-                    previous = running.scheduler
+                    previous, old_fleet = running.scheduler, running.fleet
                     running.fleet, running.reloaded = running.reloaded, None
                     logging.getLogger().setLevel(running.fleet.logging.level)
                     poller.use_fleet(running.fleet)
                     running.scheduler = Scheduler(running.fleet, poller, seed=seed)
-                    running.scheduler.backoff = previous.backoff  # dead meters stay on their backoff
+                    running.scheduler.backoff = carried_backoff(previous.backoff, old_fleet, running.fleet)
                     running.projections.cancel()
                     log.info("config reloaded: polling %d meters", len(running.fleet.meters))
                 tg.cancel_scope.cancel()  # the jobs have ended: stop the signal watcher and projections
