@@ -21,11 +21,14 @@ poisoned that it does not account for) is not used: the stream is read from the 
 
 A stream the outbox file has never been given events for (a new year's stream, a new meter) is
 looked up in the far store, which is the only one that could hold it (another gateway box before
-this one), but only for ``new_stream_wait_s``: when the far store does not answer, or failed within
-the last ``far_down_hold_s``, the stream is taken as new (no events, no snapshot). So the first poll
-after New Year during a WAN outage opens the year's streams from the old year's local states instead
-of failing. Were the stream in the far store after all, the forwarder finds that out when it appends
-and reconciles by event id.
+this one), but only for ``new_stream_wait_s``: when the far store fails or does not answer in time,
+the stream is taken as new (no events, no snapshot), and stays so for ``taken_as_new_s`` without
+asking again (so one poll does not wait once per read). So the first poll after New Year during a WAN
+outage opens the year's streams from the old year's local states instead of failing. A stream the far
+store has shown once is always read from it. Were a stream taken as new in the far store after all
+(written by a replaced box, and Cosmos slow or out of reach), the forwarder finds that out when it
+appends and reconciles by event id. Listing a meter's streams is bounded the same way, falling back
+to the streams this outbox has written.
 """
 from __future__ import annotations
 
@@ -48,8 +51,8 @@ T = TypeVar("T")
 NEW_STREAM_WAIT_S = 3.0
 """How long a stream the outbox never wrote is looked for in the far store before taken as new."""
 
-FAR_DOWN_HOLD_S = 60.0
-"""After the far store failed such a lookup, further ones are not tried for this long."""
+TAKEN_AS_NEW_S = 60.0
+"""How long a stream taken as new stays so before the far store is asked again."""
 
 
 class EventSink(Protocol):
@@ -85,18 +88,19 @@ class OutboxView:
 
     def __init__(
         self, far: EventStore, outbox: Outbox, *, new_stream_wait_s: float = NEW_STREAM_WAIT_S,
-        far_down_hold_s: float = FAR_DOWN_HOLD_S,
+        taken_as_new_s: float = TAKEN_AS_NEW_S,
     ) -> None:
-        if new_stream_wait_s <= 0 or far_down_hold_s < 0:
-            raise ValueError("new_stream_wait_s must be positive and far_down_hold_s non-negative")
+        if new_stream_wait_s <= 0 or taken_as_new_s < 0:
+            raise ValueError("new_stream_wait_s must be positive and taken_as_new_s non-negative")
         self.far = far
         self.outbox = outbox
         self.new_stream_wait_s = new_stream_wait_s
-        self.far_down_hold_s = far_down_hold_s
+        self.taken_as_new_s = taken_as_new_s
         # Streams put into the outbox by this process: list_streams shows them before they reach
         # the far store (a new year stream's carry-over needs to find last year's stream).
         self._put: set[str] = set()
-        self._far_down_until = float("-inf")  # anyio time
+        self._taken_as_new: dict[str, float] = {}  # stream (or listing) -> anyio time it stays so until
+        self._seen_far: set[str] = set()  # streams the outbox never wrote that the far store holds
 
     def note_put(self, stream_id: str) -> None:
         self._put.add(stream_id)
@@ -159,17 +163,12 @@ class OutboxView:
                 ))
         return head, events
 
-    async def _far_unless_new(self, stream_id: str, read: Callable[[], Awaitable[T]]) -> T | None:
-        """``read()`` (of the far store); None instead when the outbox never wrote ``stream_id`` and
-        the far store does not answer within ``new_stream_wait_s`` (see the module doc)."""
-        if stream_id in await self.outbox.written_streams(stream_id):
-            return await read()
-        return await self._far_briefly(f"stream {stream_id}", read)
-
-    async def _far_briefly(self, what: str, read: Callable[[], Awaitable[T]]) -> T | None:
-        """``read()``, or None when the far store fails it, does not answer within
-        ``new_stream_wait_s``, or failed so within the last ``far_down_hold_s``."""
-        if anyio.current_time() < self._far_down_until:
+    async def _bounded_far(self, key: str, read: Callable[[], Awaitable[T]]) -> T | None:
+        """``read()`` of the far store, or None when it fails (``StoreUnavailable``) or does not
+        answer within ``new_stream_wait_s``; then None again for ``taken_as_new_s`` without asking.
+        Only the far store is read under the time limit (the outbox is local)."""
+        until = self._taken_as_new.get(key)
+        if until is not None and anyio.current_time() < until:
             return None
         reason = f"no answer within {self.new_stream_wait_s:g} s"
         with anyio.move_on_after(self.new_stream_wait_s):
@@ -177,38 +176,53 @@ class OutboxView:
                 return await read()
             except StoreUnavailable as exc:
                 reason = str(exc)
-        self._far_down_until = anyio.current_time() + self.far_down_hold_s
-        log.warning("%s: never written by this gateway and the far store is out of reach (%s): "
-                    "taken as new; far lookups of new streams paused for %g s",
-                    what, reason, self.far_down_hold_s)
+        self._taken_as_new[key] = anyio.current_time() + self.taken_as_new_s
+        log.warning("%s: the far store is out of reach (%s); going on from what this gateway wrote "
+                    "(asked again in %g s)", key, reason, self.taken_as_new_s)
         return None
+
+    async def _is_new_to_us(self, stream_id: str) -> bool:
+        """Whether this outbox never wrote the stream and the far store has not shown it."""
+        return stream_id not in self._seen_far and stream_id not in await self.outbox.written_streams(stream_id)
 
     async def head(self, stream_id: str) -> int:
         local = await self._local(stream_id)
         if local is not None:
             return local.version + len(local.tail)
-        # Nothing to load beyond the head.
-        merged = await self._far_unless_new(stream_id, lambda: self._merged(stream_id, 1 << 62))
-        return NO_STREAM if merged is None else merged[0]
+        if await self._is_new_to_us(stream_id):
+            # Never written here: nothing pending, the far head is the head.
+            head = await self._bounded_far(f"stream {stream_id}", lambda: self.far.head(stream_id))
+            if head:
+                self._seen_far.add(stream_id)
+            return head or NO_STREAM
+        head, _ = await self._merged(stream_id, 1 << 62)  # nothing to load beyond the head
+        return head
 
     async def load(self, stream_id: str, from_version: int = 1) -> list[RecordedEvent]:
         local = await self._local(stream_id)
         if local is not None and from_version > local.version:
             return self._tail(local, from_version)  # what follows the local state (its snapshot)
-        merged = await self._far_unless_new(stream_id, lambda: self._merged(stream_id, from_version))
-        if merged is None or merged[0] == NO_STREAM:
+        if await self._is_new_to_us(stream_id):
+            # StreamNotFound from the far store passes through: the stream does not exist.
+            events = await self._bounded_far(f"stream {stream_id}", lambda: self.far.load(stream_id, from_version))
+            if events is None:
+                raise StreamNotFound(stream_id)
+            self._seen_far.add(stream_id)
+            return events
+        head, events = await self._merged(stream_id, from_version)
+        if head == NO_STREAM:
             raise StreamNotFound(stream_id)
-        return merged[1]
+        return events
 
     async def list_streams(self, prefix: str = "") -> list[StreamInfo]:
         """The far store's streams and those put by this process, with heads counting pending
         events (the repository lists one meter's few streams; each pending one costs a far read).
-        A meter this gateway never wrote (``prefix`` matches nothing in the outbox) is looked up in
-        the far store only briefly, as a new stream is: a new meter polls during an outage."""
-        if await self.outbox.written_streams(prefix):
-            far = await self.far.list_streams(prefix)
-        else:
-            far = await self._far_briefly(f"streams {prefix}*", lambda: self.far.list_streams(prefix)) or []
+        The far listing is bounded as a new stream's lookup is (see the module doc); without it, the
+        streams this outbox has written are listed, with the heads it knows."""
+        written = await self.outbox.written_streams(prefix)
+        far = await self._bounded_far(f"streams {prefix}*", lambda: self.far.list_streams(prefix))
+        if far is None:
+            return await self._written_listing(written)
         streams = {info.stream_id: info for info in far}
         for stream_id in sorted({*streams, *(s for s in self._put if s.startswith(prefix))}):
             if not await self.outbox.pending(stream_id):
@@ -221,12 +235,29 @@ class OutboxView:
                 streams[stream_id] = StreamInfo(stream_id, head, None, None)
         return [streams[s] for s in sorted(streams)]
 
+    async def _written_listing(self, written: dict[str, int | None]) -> list[StreamInfo]:
+        infos = []
+        for stream_id, recorded in sorted(written.items()):
+            local = await self._local(stream_id)
+            head = local.version + len(local.tail) if local is not None else recorded
+            if head is None:
+                raise StoreUnavailable("the far store is out of reach and the stream's head is not known here",
+                                       stream_id)
+            if head != NO_STREAM:
+                infos.append(StreamInfo(stream_id, head, None, None))
+        return infos
+
     async def load_snapshot(self, stream_id: str) -> Snapshot | None:
         """The local state if usable (it is never older than the far snapshot), else the far one."""
         local = await self._local(stream_id)
         if local is not None:
             return Snapshot(stream_id, local.version, local.schema_version, local.state, local.saved_at)
-        return await self._far_unless_new(stream_id, lambda: self.far.load_snapshot(stream_id))
+        if await self._is_new_to_us(stream_id):
+            snapshot = await self._bounded_far(f"stream {stream_id}", lambda: self.far.load_snapshot(stream_id))
+            if snapshot is not None:
+                self._seen_far.add(stream_id)
+            return snapshot
+        return await self.far.load_snapshot(stream_id)
 
     async def save_snapshot(self, snapshot: Snapshot) -> None:
         """Saved only once the far stream holds the snapshot's version: a snapshot ahead of the far

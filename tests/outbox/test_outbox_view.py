@@ -57,16 +57,17 @@ async def test_written_streams_lists_what_the_outbox_was_given_with_the_head_it_
 async def test_a_stream_never_written_is_new_while_the_far_store_is_down(
     outbox: Outbox, far: FaultyStore
 ) -> None:
-    view = OutboxView(far, outbox, new_stream_wait_s=1.0, far_down_hold_s=3600)
+    view = OutboxView(far, outbox, new_stream_wait_s=1.0, taken_as_new_s=3600)
     far.down = True
     assert await view.head(NEW) == NO_STREAM
     assert far.reads == 1
-    # Within the hold the far store is not asked again, for this stream or another new one.
+    # Taken as new: the far store is not asked again about this stream (one wait per poll at most).
     with pytest.raises(StreamNotFound):
         await view.load(NEW)
     assert await view.load_snapshot(NEW) is None
-    assert await view.head("Meter:m-2:2027") == NO_STREAM
     assert far.reads == 1
+    assert await view.head("Meter:m-2:2027") == NO_STREAM  # another stream is asked about
+    assert far.reads == 2
     # A stream the outbox did write is never guessed: without a local state it needs the far store.
     await outbox.put(OLD, [event("a")])
     with pytest.raises(StoreUnavailable):
@@ -74,22 +75,25 @@ async def test_a_stream_never_written_is_new_while_the_far_store_is_down(
 
 
 async def test_a_new_meter_has_no_streams_while_the_far_store_is_down(outbox: Outbox, far: FaultyStore) -> None:
-    view = OutboxView(far, outbox, new_stream_wait_s=1.0, far_down_hold_s=3600)
+    view = OutboxView(far, outbox, new_stream_wait_s=1.0, taken_as_new_s=3600)
     far.down = True
     assert await view.list_streams("Meter:m-9:") == []
     # So its first poll starts from an empty state instead of failing.
     state = await MeterRepository(view).current("m-9", 2027)  # type: ignore[arg-type]
     assert (state.version, state.identity) == (NO_STREAM, None)
-    # A meter the outbox wrote is listed from the far store: no guess for it.
+    # A meter the outbox wrote is listed from what it knows: with no state of the stream, no guess.
     await outbox.put(OLD, [event("a")])
     with pytest.raises(StoreUnavailable):
         await view.list_streams("Meter:m-1:")
+    await outbox.save_local_state(OLD, 1, 1, {"version": 1})
+    await outbox.put(OLD, [event("b")])
+    assert [(i.stream_id, i.head) for i in await view.list_streams("Meter:m-1:")] == [(OLD, 2)]
 
 
 async def test_a_far_store_that_does_not_answer_is_waited_for_briefly(
     outbox: Outbox, far: FaultyStore
 ) -> None:
-    view = OutboxView(far, outbox, new_stream_wait_s=0.2, far_down_hold_s=0)
+    view = OutboxView(far, outbox, new_stream_wait_s=0.2, taken_as_new_s=0)
     far.hang = True
     with anyio.fail_after(GUARD_S):
         assert await view.head(NEW) == NO_STREAM
@@ -103,9 +107,24 @@ async def test_a_stream_the_far_store_holds_is_read_from_it(outbox: Outbox, far:
     view = OutboxView(far, outbox, new_stream_wait_s=1.0)
     assert await view.head(NEW) == 2
     assert ids(await view.load(NEW)) == ["n1", "n2"]
-    # Once the far store has failed, a new-stream lookup is paused only for the hold.
+    # Shown once by the far store, it is never taken as new: an outage is an outage for it.
     far.down = True
-    paused = OutboxView(far, outbox, new_stream_wait_s=1.0, far_down_hold_s=0)
-    assert await paused.head(NEW) == NO_STREAM
+    with pytest.raises(StoreUnavailable):
+        await view.head(NEW)
     far.down = False
-    assert await paused.head(NEW) == 2
+
+
+async def test_an_outage_on_one_new_stream_does_not_make_others_new(outbox: Outbox, far: FaultyStore) -> None:
+    await far.inner.append(NEW, [event("n1"), event("n2")], NO_STREAM)  # by a box before this one
+    view = OutboxView(far, outbox, new_stream_wait_s=1.0)  # the default: taken as new for a minute
+    far.down = True
+    assert await view.head("Meter:m-2:2027") == NO_STREAM
+    far.down = False  # back: the stream the far store holds is read from it
+    assert await view.head(NEW) == 2
+    # And a stream taken as new is asked about again once the time is over.
+    again = OutboxView(far, outbox, new_stream_wait_s=1.0, taken_as_new_s=0)
+    far.down = True
+    assert await again.head("Meter:m-3:2027") == NO_STREAM
+    far.down = False
+    await far.inner.append("Meter:m-3:2027", [event("m3")], NO_STREAM)
+    assert await again.head("Meter:m-3:2027") == 1
