@@ -107,9 +107,13 @@ async def open_views(store: StoreConfig, *, create: bool = False
     try:
         yield events, views
     finally:
-        await views.aclose()
-        if events is not None:
-            await events.aclose()
+        # Shielded: the caller may be leaving because it was cancelled (gateway run restarting its
+        # projections after a reload), and an unshielded close would stop at its first await,
+        # leaving both connections open.
+        with anyio.CancelScope(shield=True):
+            await views.aclose()
+            if events is not None:
+                await events.aclose()
 
 
 def parse_day(text: str) -> date:

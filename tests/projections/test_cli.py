@@ -230,3 +230,22 @@ def test_one_projection_runner_per_store(fleet: Path, tmp_path: Path) -> None:
     rebuilt = gateway_cli("project", "--config", str(fleet), "--once", "--rebuild", "fleet_overview",
                           cwd=tmp_path)
     assert rebuilt.returncode == 0, rebuilt.stderr
+
+
+@pytest.mark.anyio
+async def test_views_opened_by_a_cancelled_task_are_closed(tmp_path: Path) -> None:
+    # gateway run cancels its projections task on a config reload: its connections must not leak.
+    from gateway.commands.views import open_views
+    from gateway.config.model import SqliteStoreConfig
+    from gateway.projections import ViewStoreError
+    from gateway.store.errors import StoreUnavailable
+
+    with anyio.CancelScope() as scope:
+        async with open_views(SqliteStoreConfig(tmp_path / "events.db"), create=True) as (store, views):
+            scope.cancel()
+            await anyio.sleep_forever()
+    assert store is not None
+    with pytest.raises(ViewStoreError, match="closed"):
+        await views.query("fleet_overview")
+    with pytest.raises(StoreUnavailable, match="closed"):
+        await store.head("Meter:m-1:2026")
