@@ -30,6 +30,10 @@ process, but polling it at every slot cannot succeed either. ``poll_meter`` (one
 ``gateway poll`` asks) always polls.
 
 ``stop()`` ends the jobs at their next wait; polls in flight finish (within their deadline) first.
+``run(epoch=...)`` continues the slot grid of an earlier ``run`` (its ``epoch``): after a config reload
+each meter's next slot is the next one of the grid it was on, not slot 0 of a new one, so a reload
+neither polls the whole fleet at once nor postpones a long-interval schedule (a daily clock check)
+again and again.
 """
 from __future__ import annotations
 
@@ -99,6 +103,13 @@ def slot_time(
     phase = schedule.interval_s * index / max(count, 1)
     jitter = _rng(seed, meter_id, name, slot).uniform(0, schedule.jitter_s) if schedule.jitter_s > 0 else 0.0
     return start + phase + slot * schedule.interval_s + jitter
+
+
+def first_slot(resumed: float, start: float, index: int, count: int, schedule: Schedule) -> int:
+    """The first slot of meter ``index`` of ``count`` on the grid counted from ``start`` that begins
+    (before its jitter) at or after ``resumed``: slot 0 when the grid starts at ``resumed``."""
+    phase_start = start + schedule.interval_s * index / max(count, 1)
+    return max(0, math.ceil((resumed - phase_start) / schedule.interval_s))
 
 
 def _rng(seed: int, *parts: object) -> random.Random:
@@ -231,6 +242,7 @@ class Scheduler:
         self._stop = anyio.Event()
         self._rng = _rng(seed, "backoff")
         self.backoff = MeterBackoff()
+        self.epoch: float | None = None  # anyio time slot 0 of every schedule counts from (set by run)
 
     @property
     def policy(self) -> Limits:
@@ -313,14 +325,16 @@ class Scheduler:
 
     # -- long-running -----------------------------------------------------------------------
 
-    async def run(self) -> None:
-        """Poll every meter on its schedules until ``stop()`` (or cancellation)."""
-        start = anyio.current_time()
+    async def run(self, epoch: float | None = None) -> None:
+        """Poll every meter on its schedules until ``stop()`` (or cancellation); slots count from
+        ``epoch`` (anyio time; default now), the first one due at or after now."""
+        now = anyio.current_time()
+        start = self.epoch = now if epoch is None else epoch
         async with anyio.create_task_group() as tg:
             for index, meter in enumerate(self.meters):
-                tg.start_soon(self._meter_job, start, index, meter, name=f"meter job {meter.id}")
+                tg.start_soon(self._meter_job, start, now, index, meter, name=f"meter job {meter.id}")
 
-    async def _meter_job(self, start: float, index: int, meter: MeterConfig) -> None:
+    async def _meter_job(self, start: float, resumed: float, index: int, meter: MeterConfig) -> None:
         schedules = {
             name: schedule
             for name in SCHEDULE_STEPS
@@ -329,8 +343,12 @@ class Scheduler:
         if not schedules:
             return
         count = len(self.meters)
-        slots = dict.fromkeys(schedules, 0)
         coalesce_s = COALESCE_FRACTION * min(s.interval_s for s in schedules.values())
+
+        def phase_start(name: str) -> float:
+            return start + schedules[name].interval_s * index / max(count, 1)
+
+        slots = {name: first_slot(resumed, start, index, count, schedules[name]) for name in schedules}
 
         def due_at(name: str) -> float:
             return slot_time(start, index, count, schedules[name], slots[name], seed=self.seed,
@@ -354,8 +372,7 @@ class Scheduler:
                 # The next slot after now: a poll that overran its interval skips slots rather
                 # than running them back to back.
                 interval = schedules[name].interval_s
-                phase_start = start + interval * index / max(count, 1)
-                slots[name] = max(slots[name] + 1, math.floor((now - phase_start) / interval) + 1)
+                slots[name] = max(slots[name] + 1, math.floor((now - phase_start(name)) / interval) + 1)
 
     async def _sleep_until(self, wake: float) -> bool:
         """Sleep until ``wake``; False when stop() came first."""
@@ -368,5 +385,5 @@ class Scheduler:
 
 __all__ = [
     "ALL_STEPS", "BACKOFF_AFTER", "MAX_BACKOFF_SLOTS", "SCHEDULE_STEPS", "FleetLimits", "MeterBackoff", "MeterPoller",
-    "Scheduler", "backoff_delay", "merge_attempts", "slot_time",
+    "Scheduler", "backoff_delay", "first_slot", "merge_attempts", "slot_time",
 ]

@@ -48,6 +48,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 
 
 def run(args: argparse.Namespace) -> int:
+    # Until serve() listens for it, a SIGHUP (a `systemctl reload` right after the start) would kill
+    # the process with its default action, which systemd counts as a clean exit.
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     try:
         fleet = load_config(args.config)
     except ConfigError as exc:
@@ -71,6 +74,11 @@ class _Running:
         self.reloaded: FleetConfig | None = None  # waiting for the polls in flight to finish
         self.stopping = False
         self.projections = anyio.CancelScope()
+        self.changed = anyio.Event()  # a stop or an accepted reload, for a fleet with nothing to poll
+
+    def wake(self) -> None:
+        self.changed.set()
+        self.changed = anyio.Event()
 
 
 async def serve(fleet: FleetConfig, seed: int = 0, config_path: Path | None = None) -> None:
@@ -92,6 +100,7 @@ async def serve(fleet: FleetConfig, seed: int = 0, config_path: Path | None = No
                             log.info("%s: finishing the polls in flight, then flushing and stopping", name)
                             running.stopping = True
                             running.scheduler.stop()
+                            running.wake()
                         else:
                             log.warning("second %s: cancelling the polls in flight", name)
                             tg.cancel_scope.cancel()
@@ -109,11 +118,18 @@ async def serve(fleet: FleetConfig, seed: int = 0, config_path: Path | None = No
                 tg.start_soon(projections, name="projections")
                 log.info("gateway %s: polling %d meters into %s", fleet.gateway_id, len(fleet.meters),
                          _describe_store(fleet))
+                epoch = None
                 while True:
-                    await running.scheduler.run()
-                    if running.stopping or running.reloaded is None:
+                    await running.scheduler.run(epoch)
+                    epoch = running.scheduler.epoch  # a reloaded fleet stays on the same slot grid
+                    if running.reloaded is None and not running.stopping:
+                        # Every schedule is disabled: nothing to poll, but a reload may change that.
+                        log.warning("no schedule is enabled: nothing to poll; waiting for SIGHUP or SIGTERM")
+                        await running.changed.wait()
+                    if running.stopping:
                         break
                     previous, old_fleet = running.scheduler, running.fleet
+                    assert running.reloaded is not None
                     running.fleet, running.reloaded = running.reloaded, None
                     logging.getLogger().setLevel(running.fleet.logging.level)
                     poller.use_fleet(running.fleet)
@@ -137,12 +153,17 @@ def _reload(running: _Running, config_path: Path) -> None:
     try:
         new = load_for_reload(config_path, running.fleet)
     except ReloadRefused as exc:
-        log.error("SIGHUP: config %s not reloaded, going on with the running one: %s", config_path, exc)
+        going_on = ("the one reloaded before stays pending" if running.reloaded is not None
+                    else "going on with the running one")
+        log.error("SIGHUP: config %s not reloaded, %s: %s", config_path, going_on, exc)
         return
     log.info("SIGHUP: reloading %s (%s); the polls in flight finish first",
              config_path, describe_changes(running.fleet, new))
+    if new.logging.format != running.fleet.logging.format:
+        log.warning("SIGHUP: [logging] format changed: it takes effect at the next start (the level now)")
     running.reloaded = new
     running.scheduler.stop()
+    running.wake()
 
 
 def _describe_store(fleet: FleetConfig) -> str:

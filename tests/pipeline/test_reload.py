@@ -110,3 +110,32 @@ async def test_sighup_reloads_the_fleet_and_refuses_a_bad_config(tmp_path: Path)
     assert returncode == 0
     assert log.messages[-1] == "stopped: writer flushed, store closed"
     assert not (tmp_path / "elsewhere.db").exists()
+
+
+async def test_a_fleet_with_nothing_to_poll_waits_for_a_reload(tmp_path: Path) -> None:
+    db = tmp_path / "events.db"
+    config_path = tmp_path / "fleet.toml"
+    sim_config = SimulatorConfig(meters=fleet(2), framing=Framing.BOTH, speed=1.0)
+    async with MeterSimulator(sim_config) as simulator:
+        full = fleet_toml(simulator, str(db), absent=False, interval_s=1.0, deadline_s=2.0, response_s=1.0,
+                          connect_s=0.5)
+        config_path.write_text(full.replace("jitter_s = 0.5", "jitter_s = 0.5\nenabled = false"))
+        process = await anyio.open_process([*GATEWAY, "run", "--config", str(config_path), "--log-format", "json"],
+                                           env={**os.environ, **SECRETS, "PYTHONUNBUFFERED": "1"})
+        log = Log(process)
+        try:
+            with anyio.fail_after(GUARD_S):
+                await log.until(lambda: log.seen("no schedule is enabled"))
+                assert process.returncode is None and not log.polls  # waiting, not gone
+                config_path.write_text(full)
+                process.send_signal(signal.SIGHUP)
+                await log.until(lambda: all(log.polls[m] >= 1 for m in simulator.meters))
+                process.send_signal(signal.SIGTERM)
+                await log.until(lambda: log.seen("stopped: "))
+                returncode = await process.wait()
+        finally:
+            if process.returncode is None:
+                process.kill()
+                with anyio.CancelScope(shield=True):
+                    await process.wait()
+    assert returncode == 0

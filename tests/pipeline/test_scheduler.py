@@ -22,7 +22,7 @@ from drivers.simulator.fleet import fleet
 from gateway.config import FleetConfig, Schedule, parse_config
 from gateway.poll_result import PollStep, StepError
 from gateway.poller import PollerSettings, PollSummary, catch_up_ranges
-from gateway.scheduler import ALL_STEPS, Scheduler, backoff_delay, slot_time
+from gateway.scheduler import ALL_STEPS, Scheduler, backoff_delay, first_slot, slot_time
 from gateway.wiring import open_poller
 
 from . import ABSENT, SECRETS, fleet_toml
@@ -160,6 +160,22 @@ def test_polls_spread_over_the_interval_reproducibly() -> None:
     # The next slot of a meter is one interval later (plus its own jitter).
     later = slot_time(0.0, 5, count, schedule, 3, seed=7, meter_id="m5", name="registers")
     assert 3 * 900 <= later - (900 * 5 / count) < 3 * 900 + 60
+
+
+def test_a_continued_grid_resumes_at_each_meters_next_slot() -> None:
+    daily = Schedule(interval_s=86_400, jitter_s=0, enabled=True)
+    count = 4
+    # A fresh grid: every meter starts at its slot 0.
+    assert [first_slot(1000.0, 1000.0, i, count, daily) for i in range(count)] == [0, 0, 0, 0]
+    # Reloaded 31 hours into the grid: meter 0 (phase 0 h) and meter 1 (phase 6 h) had their slot 1
+    # begin before the reload, so they go on at slot 2; meters 2 and 3 (12 h, 18 h) at slot 1, later
+    # today. Nobody is polled at once, and nobody's daily schedule starts over from a new slot 0.
+    resumed = 1000.0 + 31 * 3600
+    slots = [first_slot(resumed, 1000.0, i, count, daily) for i in range(count)]
+    assert slots == [2, 2, 1, 1]
+    due = [slot_time(1000.0, i, count, daily, slot, seed=0, meter_id=f"m{i}", name="clock_check")
+           for i, slot in enumerate(slots)]
+    assert all(resumed <= t < resumed + 86_400 for t in due)
 
 
 def test_load_profile_catch_up_reads_at_most_a_day_per_range() -> None:
