@@ -255,6 +255,23 @@ class CachingRepository(MeterRepository):
         for stream in [s for s in self._states if s.startswith(prefix)]:
             del self._states[stream]
 
+    def is_cached(self, meter_id: str, year: int) -> bool:
+        return stream_id(meter_id, year) in self._states
+
+    async def discard_meter(self, meter_id: str) -> None:
+        """``forget_meter``, and drop the local states of the streams it had cached (they were
+        saved from the cached states)."""
+        prefix = meter_stream_prefix(meter_id)
+        streams = [s for s in self._states if s.startswith(prefix)]
+        self.forget_meter(meter_id)
+        if self.local is None:
+            return
+        for stream in streams:
+            try:
+                await self.local.drop_local(stream)
+            except StoreError as exc:
+                log.warning("stream %s: local state not dropped: %s", stream, exc)
+
     def remember(self, meter_id: str, year: int, state: MeterState) -> None:
         """Keep ``state`` as the state of the meter's ``year`` stream (after an append of ours)."""
         stream = stream_id(meter_id, year)
@@ -412,7 +429,8 @@ class Poller:
 
     def _polled_elsewhere(self, meter_id: str) -> None:
         # Another process (`gateway poll` beside `gateway run`) polled this meter since we last did:
-        # a trusted cached state may be behind what it stored.
+        # a trusted cached state may be behind what it stored. (Its local state is the other
+        # process's, saved after it stored: consistent.)
         if isinstance(self.repository, CachingRepository):
             log.info("meter %s: polled by another process since our last poll; reloading its state", meter_id)
             self.repository.forget_meter(meter_id)
@@ -422,8 +440,12 @@ class Poller:
         before, recorded = await self.health.record(outcome)
         if (before.last_attempt_at if before is not None else None) != seen_attempt:
             # The other process recorded its poll while ours ran: checking only when a poll begins
-            # would miss it, since our record now hides its attempt.
-            self._polled_elsewhere(outcome.meter_id)
+            # would miss it, since our record now hides its attempt. Both processes stored against
+            # the same state, so the local state either saved last may lack the other's events.
+            if isinstance(self.repository, CachingRepository):
+                log.info("meter %s: polled by another process since our last poll; reloading its state",
+                         outcome.meter_id)
+                await self.repository.discard_meter(outcome.meter_id)
         self._attempts[outcome.meter_id] = recorded.last_attempt_at
 
     async def _current_state(self, meter_id: str, year: int, deadline: float | None) -> MeterState:

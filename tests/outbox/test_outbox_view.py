@@ -4,13 +4,16 @@ store only briefly, then taken as new. The far store is a real SqliteEventStore 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 
 import anyio
 import pytest
 
 from gateway.outbox import Outbox
+from gateway.meter import MeterState
 from gateway.outbox_forwarder import Forwarder
+from gateway.poller import CachingRepository
 from gateway.repository import MeterRepository
 from gateway.sinks import OutboxView
 from gateway.store.errors import StoreUnavailable, StreamNotFound
@@ -128,3 +131,20 @@ async def test_an_outage_on_one_new_stream_does_not_make_others_new(outbox: Outb
     far.down = False
     await far.inner.append("Meter:m-3:2027", [event("m3")], NO_STREAM)
     assert await again.head("Meter:m-3:2027") == 1
+
+
+async def test_discarding_a_meter_drops_its_cached_and_local_states(outbox: Outbox, far: FaultyStore) -> None:
+    view = OutboxView(far, outbox)
+    repository = CachingRepository(far, verify_head=False, local=view)  # type: ignore[arg-type]
+    await outbox.put(OLD, [event("a")])
+    state = replace(MeterState.empty("m-1", 2026), version=1)
+    await repository.keep("m-1", 2026, state)
+    other = replace(MeterState.empty("m-10", 2026), version=1)
+    await outbox.put("Meter:m-10:2026", [event("x")])
+    await repository.keep("m-10", 2026, other)
+    assert await outbox.local_state(OLD) is not None and repository.is_cached("m-1", 2026)
+
+    await repository.discard_meter("m-1")
+    assert await outbox.local_state(OLD) is None and not repository.is_cached("m-1", 2026)
+    # Another meter's states are untouched, though its id starts the same way.
+    assert await outbox.local_state("Meter:m-10:2026") is not None and repository.is_cached("m-10", 2026)

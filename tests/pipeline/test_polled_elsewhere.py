@@ -42,7 +42,7 @@ async def test_a_poll_recorded_by_another_process_during_ours_is_noticed(
             async with open_poller(config, now=simulator.clock.now, environ=SECRETS) as poller:
                 assert isinstance(poller.repository, CachingRepository)
                 assert (await poller.poll(meter, STEP_ORDER)).ok
-                assert any(s.startswith(f"Meter:{meter}:") for s in poller.repository._states)
+                assert poller.repository.is_cached(meter, START.year)
                 other = await HealthStore.open(poller.health.path)
                 try:
                     with caplog.at_level(logging.INFO, logger="gateway.poller"):
@@ -56,7 +56,7 @@ async def test_a_poll_recorded_by_another_process_during_ours_is_noticed(
                 noticed = [r.getMessage() for r in caplog.records if NOTICED in r.getMessage()]
                 assert noticed == [f"meter {meter}: {NOTICED}"]
                 # Its cached state is gone: the next poll loads the meter's state from the store.
-                assert not any(s.startswith(f"Meter:{meter}:") for s in poller.repository._states)
+                assert not poller.repository.is_cached(meter, START.year)
                 caplog.clear()
                 with caplog.at_level(logging.INFO, logger="gateway.poller"):
                     assert (await poller.poll(meter, STEP_ORDER)).ok
