@@ -21,7 +21,7 @@ import anyio
 from gateway.commands.views import ViewsUnavailable, open_views
 from gateway.config.model import FleetConfig
 from gateway.projections import ProjectionEngine, ProjectionError, ViewStoreError, default_projections, zone_lookup
-from gateway.projections.runner_lock import projection_runner, runner_lock_path
+from gateway.projections.runner_lock import ProjectionRunnerBusy, projection_runner, runner_lock_path
 from gateway.store.errors import StoreError
 
 log = logging.getLogger("gateway.run.projections")
@@ -42,10 +42,12 @@ async def run_projections(fleet: FleetConfig, *, retry_initial_s: float = 1.0, r
         return
     zones = zone_lookup({meter.id: meter.timezone for meter in fleet.meters})
     backoff = retry_initial_s
+    busy_said = False
     while True:
         started = anyio.current_time()
         try:
             with projection_runner(runner_lock_path(fleet.store)):
+                busy_said = False
                 async with open_views(fleet.store, create=True) as (store, views):
                     assert store is not None  # open_views creates the event store along with the views
                     engine = ProjectionEngine(store, views, default_projections(zones), batch_size=settings.batch_size)
@@ -57,6 +59,14 @@ async def run_projections(fleet: FleetConfig, *, retry_initial_s: float = 1.0, r
             if anyio.current_time() - started > retry_max_s:
                 backoff = retry_initial_s
             for exc in group.exceptions:
+                if isinstance(exc, ProjectionRunnerBusy):
+                    # An operator's `gateway project` runs the views for now: say so once, not at
+                    # every retry for as long as it runs.
+                    if not busy_said:
+                        log.warning("projections paused: %s; retrying every %g s at most", exc, retry_max_s)
+                    busy_said = True
+                    continue
+                busy_said = False
                 log.error("projections stopped: %s; restarting in %.1f s (polling goes on)", exc, backoff,
                           exc_info=None if isinstance(exc, _EXPECTED) else exc)
         await anyio.sleep(backoff)

@@ -27,7 +27,8 @@ class ProjectionRunnerBusy(ViewStoreError):
 def runner_lock_path(store: StoreConfig) -> Path:
     """The lock file of the projection runner of ``store``."""
     if isinstance(store, SqliteStoreConfig):
-        return views_path(store.path).with_suffix(".lock")
+        views = views_path(store.path)
+        return views.with_name(views.name + ".lock")
     return store.outbox_path.with_name(store.outbox_path.name + ".projections.lock")
 
 
@@ -36,8 +37,11 @@ def projection_runner(path: Path) -> Iterator[None]:
     """Hold the runner lock at ``path`` (created if missing) for the block, or raise
     ``ProjectionRunnerBusy`` at once if another process holds it. Not re-entrant within a process:
     a second holder in the same process is refused too (flock locks belong to open files)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as exc:
+        raise ViewStoreError(f"cannot use the projection runner lock {path}: {exc.strerror}") from None
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

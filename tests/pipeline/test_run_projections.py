@@ -25,6 +25,7 @@ from gateway.config import parse_config
 from gateway.events import RegisterRead, decode
 from gateway.wiring import open_poller
 from gateway.projections import DAILY_CONSUMPTION, FLEET_OVERVIEW, LATEST_READING, SqliteViewStore, views_path
+from gateway.projections.runner_lock import projection_runner, runner_lock_path
 from gateway.run_projections import run_projections
 from gateway.scheduler import Scheduler
 from gateway.store.sqlite import SqliteEventStore
@@ -131,6 +132,30 @@ async def test_run_projections_retries_a_view_store_that_cannot_be_opened(
             tg.cancel_scope.cancel()
     stopped = [r.getMessage() for r in caplog.records if "projections stopped" in r.getMessage()]
     assert stopped and all("view store" in message for message in stopped), [r.getMessage() for r in caplog.records]
+
+
+async def test_run_projections_waits_quietly_while_another_runner_holds_the_views(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    db = tmp_path / "events.db"
+    sim_config = SimulatorConfig(meters=fleet(2), framing=Framing.BOTH, start=START, speed=0.0)
+    async with MeterSimulator(sim_config) as simulator:
+        config = parse_config(fleet_toml(simulator, str(db), absent=False) + PROJECTIONS_ON, base_dir=tmp_path)
+        async with open_poller(config, now=simulator.clock.now, environ=SECRETS) as poller:
+            assert all(s.ok for s in await Scheduler(config, poller).run_cycle())
+        caplog.set_level(logging.INFO, logger="gateway.run.projections")
+        async with anyio.create_task_group() as tg:
+            with projection_runner(runner_lock_path(config.store)):  # `gateway project` is running
+                tg.start_soon(lambda: run_projections(config, retry_initial_s=0.01, retry_max_s=0.02))
+                with anyio.fail_after(30):  # against a hang only
+                    while sum("projections paused" in r.getMessage() for r in caplog.records) < 1:
+                        await anyio.sleep(0.02)
+                    await anyio.sleep(0.3)  # many more retries
+            await _until_latest(db, set(simulator.meters), START)  # the runner left: the gateway takes over
+            tg.cancel_scope.cancel()
+    messages = [r.getMessage() for r in caplog.records]
+    assert sum("projections paused" in m for m in messages) == 1, messages
+    assert not any("projections stopped" in m for m in messages), messages
 
 
 async def test_gateway_run_with_projections_enabled_fills_the_views(tmp_path: Path) -> None:

@@ -210,7 +210,7 @@ async def _wait_for_checkpoints(directory: Path, position: int) -> None:
 
 
 def test_one_projection_runner_per_store(fleet: Path, tmp_path: Path) -> None:
-    lock = tmp_path / "events.views.lock"
+    lock = tmp_path / "events.views.db.lock"
     environ = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
     follower = subprocess.Popen([sys.executable, "-m", "gateway", "project", "--config", str(fleet)],
                                 cwd=tmp_path, env=environ, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
