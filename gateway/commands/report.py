@@ -17,6 +17,7 @@ import anyio.to_thread
 from gateway.commands.views import (
     ViewsUnavailable,
     add_source_options,
+    day_settle_of,
     load_daily,
     open_views,
     parse_day,
@@ -64,7 +65,8 @@ async def _report(args: argparse.Namespace) -> int:
     from gateway.report import draw_daily_consumption
 
     async with open_views(store_config_of(args.db, args.config)) as (events, views):
-        figures = await load_daily(views, args.meter, args.from_day, args.to_day)
+        figures = await load_daily(views, args.meter, args.from_day, args.to_day,
+                                   settle=day_settle_of(args.config))
         if events is not None:
             lag = await projection_lag(events, views, DAILY_CONSUMPTION, datetime.now(timezone.utc))
             if lag.events_behind or lag.seconds_behind:

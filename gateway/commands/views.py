@@ -14,7 +14,7 @@ import json
 import sys
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from datetime import date, datetime, timezone
+from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -39,7 +39,14 @@ from gateway.projections import (
     projection_lag,
     views_path,
 )
-from gateway.projections.views import DailyFigure, daily_figures, drift_exceeded, fleet_summary
+from gateway.projections.views import (
+    DAY_SETTLE,
+    DailyFigure,
+    daily_figures,
+    day_settle,
+    drift_exceeded,
+    fleet_summary,
+)
 from gateway.settings import STORE_ENV_VAR, store_path
 from gateway.store.base import EventStore
 from gateway.store.cosmos_client import CosmosConfig, CosmosConfigError
@@ -163,8 +170,19 @@ def run_show(args: argparse.Namespace) -> int:
     return _run(args, _show)
 
 
+def day_settle_of(config: Path | None) -> timedelta:
+    """How long a meter's newest day stays in progress after its end: from the fleet config when
+    one is given (its load-profile interval, jitter and meter deadline), else ``DAY_SETTLE``."""
+    if config is None:
+        return DAY_SETTLE
+    try:
+        return day_settle(load_config(config))
+    except ConfigError as exc:
+        raise ViewsUnavailable(str(exc)) from exc
+
+
 async def load_daily(views: ViewStore, meter: str | None, from_day: date | None,
-                     to_day: date | None) -> list[DailyFigure]:
+                     to_day: date | None, *, settle: timedelta = DAY_SETTLE) -> list[DailyFigure]:
     """Daily figures, per meter in day order, as of now (a meter's newest day is in progress
     only until shortly after its end). Days before ``from_day`` are read too: a day without
     intervals takes its energy from the previous day's last register read."""
@@ -173,7 +191,7 @@ async def load_daily(views: ViewStore, meter: str | None, from_day: date | None,
     for doc in docs:
         by_meter.setdefault(doc.partition, []).append(dict(doc.body))
     now = datetime.now(timezone.utc)
-    figures = [f for meter_docs in by_meter.values() for f in daily_figures(meter_docs, now=now)]
+    figures = [f for meter_docs in by_meter.values() for f in daily_figures(meter_docs, now=now, settle=settle)]
     return [f for f in figures
             if (from_day is None or f.day >= from_day) and (to_day is None or f.day <= to_day)]
 
@@ -181,7 +199,8 @@ async def load_daily(views: ViewStore, meter: str | None, from_day: date | None,
 async def _show(args: argparse.Namespace) -> int:
     async with open_views(store_config_of(args.db, args.config)) as (_events, views):
         if args.name == DAILY_CONSUMPTION:
-            figures = await load_daily(views, args.meter, args.from_day, args.to_day)
+            figures = await load_daily(views, args.meter, args.from_day, args.to_day,
+                                       settle=day_settle_of(args.config))
             print(json.dumps([f.to_json() for f in figures], indent=2) if args.json
                   else _daily_table(figures))
             return 0

@@ -36,6 +36,7 @@ from gateway.events import (
     RegisterRead,
     SuspectReadingFlagged,
 )
+from gateway.config.model import FleetConfig
 from gateway.quantities import quantity_of
 from gateway.store.codec import iso_utc, parse_utc
 from gateway.store.model import RecordedEvent
@@ -316,12 +317,21 @@ def _register_last(doc: Mapping[str, Any], quantity: str) -> tuple[Decimal, Deci
 
 
 DAY_SETTLE = timedelta(hours=1)
-"""How long after its local end a meter's newest day still reads as in progress: the intervals
-that end at midnight are read by the first poll after it."""
+"""How long after its local end a meter's newest day still reads as in progress, at least: the
+intervals that end at midnight are read by the first poll after it (``day_settle`` of a fleet)."""
+
+
+def day_settle(fleet: FleetConfig) -> timedelta:
+    """How long the first load-profile poll after midnight may take to come in this fleet: its
+    interval, jitter and meter deadline (at least ``DAY_SETTLE``)."""
+    schedule, limits = fleet.schedules.load_profile, fleet.limits
+    if not schedule.enabled:
+        return DAY_SETTLE
+    return max(DAY_SETTLE, timedelta(seconds=schedule.interval_s + schedule.jitter_s + limits.meter_deadline_s))
 
 
 def daily_figures(
-    docs: Iterable[Mapping[str, Any]], *, now: datetime | None = None
+    docs: Iterable[Mapping[str, Any]], *, now: datetime | None = None, settle: timedelta = DAY_SETTLE
 ) -> list[DailyFigure]:
     """Daily figures of one meter's documents (sorted by day). A day without load-profile energy
     falls back to register reads: the last read of the day minus the last read of the previous day
@@ -329,7 +339,7 @@ def daily_figures(
 
     A day is in progress only while it is the meter's newest and, given ``now`` (decided when the
     figures are read, so the projection itself stays a function of the events), its local end is
-    less than ``DAY_SETTLE`` ago. Once a later day has data or the day is over, the day is finished
+    less than ``settle`` ago (``day_settle`` of the fleet). Once a later day has data or the day is over, the day is finished
     and every interval of it is expected again: a meter that went silent mid-day shows its missing
     afternoon as missing, not as still to come. Documents written before ``inProgress`` existed read
     as finished days."""
@@ -339,7 +349,7 @@ def daily_figures(
     for index, doc in enumerate(ordered):
         expected, missing = doc.get("intervalsExpected"), doc.get("intervalsMissing")
         in_progress = bool(doc.get("inProgress"))
-        if in_progress and (index < len(ordered) - 1 or _day_over(doc, now)):
+        if in_progress and (index < len(ordered) - 1 or _day_over(doc, now, settle)):
             in_progress = False
             expected = expected_intervals(doc)
             if expected is not None:
@@ -373,11 +383,11 @@ def daily_figures(
     return figures
 
 
-def _day_over(doc: Mapping[str, Any], now: datetime | None) -> bool:
+def _day_over(doc: Mapping[str, Any], now: datetime | None, settle: timedelta) -> bool:
     if now is None:
         return False
     _, end = day_bounds(date.fromisoformat(doc["date"]), ZoneInfo(doc["timezone"]))
-    return now >= end + DAY_SETTLE
+    return now >= end + settle
 
 
 # ---- fleet overview ---------------------------------------------------------------------------

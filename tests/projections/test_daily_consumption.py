@@ -125,6 +125,9 @@ async def test_a_silent_meters_newest_day_is_finished_once_it_is_over(tmp_path: 
     # An hour after the day's end it is over: its missing afternoon counts as missing.
     for now in (local_midnight + timedelta(hours=1), datetime(2026, 11, 26, tzinfo=timezone.utc)):
         assert _by_day(daily_figures(docs, now=now))[JUNE_10] == (d(560), d(56), 96, 40, False, "intervals", False)
+    # An hourly load-profile schedule reads the midnight intervals up to an hour and more later.
+    hourly = timedelta(seconds=3600 + 60 + 30)
+    assert _by_day(daily_figures(docs, now=local_midnight + timedelta(hours=1), settle=hourly))[JUNE_10][-1] is True
     # The projection itself does not depend on the clock: without `now` the day reads as stored.
     assert _by_day(daily_figures(docs))[JUNE_10][-1] is True
 
@@ -167,3 +170,40 @@ async def test_latest_reading_keeps_newest_register_values_and_clock_state(tmp_p
     assert body["identity"]["serial"] == "S-m-1"
     # Polls 0..2: the third (poll 2, offset 2 s) detected drift, and it is the latest check.
     assert body["clock"]["offsetS"] == "2" and drift_exceeded(body)
+
+
+def test_day_settle_follows_the_fleets_load_profile_schedule(tmp_path: Path) -> None:
+    from gateway.config import parse_config
+    from gateway.projections.views import DAY_SETTLE, day_settle
+
+    base = """gateway_id = "gw"
+default_timezone = "Europe/Copenhagen"
+[store]
+kind = "sqlite"
+path = "events.db"
+[limits]
+meter_deadline_s = 30
+[schedules.load_profile]
+interval_s = {interval}
+jitter_s = 60
+enabled = {enabled}
+[[concentrators]]
+id = "dc-1"
+host = "127.0.0.1"
+port = 4060
+framing = "wrapper"
+[[meters]]
+id = "kam-1"
+make = "kamstrup"
+profile = "omnipower"
+connection = "dc-1"
+wport = 1
+security = {{ level = "none" }}
+max_power_w = 55200
+"""
+    hourly = parse_config(base.format(interval=3600, enabled="true"), base_dir=tmp_path)
+    assert day_settle(hourly) == timedelta(seconds=3600 + 60 + 30)
+    quarter = parse_config(base.format(interval=900, enabled="true"), base_dir=tmp_path)
+    assert day_settle(quarter) == DAY_SETTLE  # at least an hour
+    off = parse_config(base.format(interval=3600, enabled="false"), base_dir=tmp_path)
+    assert day_settle(off) == DAY_SETTLE
