@@ -382,8 +382,8 @@ _INSERT_EVENT = (
 # worker thread gives up and retakes the GIL once per statement instead of once per row (which,
 # with the event loop busy, costs the most). 64 rows x 7 = 448 parameters, below every
 # SQLITE_MAX_VARIABLE_NUMBER.
-_ROWS_PER_INSERT = 64
-_INSERT_EVENTS = _INSERT_EVENT + ", (?, ?, ?, ?, ?, ?, ?)" * (_ROWS_PER_INSERT - 1)
+ROWS_PER_INSERT = 64
+_INSERT_EVENTS = _INSERT_EVENT + ", (?, ?, ?, ?, ?, ?, ?)" * (ROWS_PER_INSERT - 1)
 _UPSERT_HEAD = (
     "INSERT INTO streams (stream_id, head) VALUES (?, ?)"
     " ON CONFLICT (stream_id) DO UPDATE SET head = excluded.head"
@@ -419,11 +419,11 @@ def _append_bulk(
         result = AppendResult(stream_id, expected + 1, last)
         outcomes.append(BatchOutcome(request=request, result=result))
     rows = list(chain.from_iterable(encoded))
-    whole = len(rows) - len(rows) % _ROWS_PER_INSERT
+    whole = len(rows) - len(rows) % ROWS_PER_INSERT
     try:
-        for start in range(0, whole, _ROWS_PER_INSERT):
+        for start in range(0, whole, ROWS_PER_INSERT):
             conn.execute(
-                _INSERT_EVENTS, tuple(chain.from_iterable(rows[start : start + _ROWS_PER_INSERT]))
+                _INSERT_EVENTS, tuple(chain.from_iterable(rows[start : start + ROWS_PER_INSERT]))
             )
         conn.executemany(_INSERT_EVENT, rows[whole:])
     except sqlite3.IntegrityError:

@@ -50,8 +50,11 @@ async def test_bench_store_json_reports_figures_and_stores_every_event(tmp_path:
     assert report["schema_ceiling_ratio"] == pytest.approx(
         report["schema_baseline_events_per_s"] / report["baseline_events_per_s"]
     )
-    # Encoding on top of the constrained insert can only lower the ceiling.
-    assert report["schema_encode_ceiling_ratio"] < report["schema_ceiling_ratio"]
+    # (encode + insert into the store's table) against the bare insert, from the timings reported:
+    # per event, encode = 1/incl - 1/bare and the constrained insert = 1/schema.
+    bare, incl = report["baseline_events_per_s"], report["baseline_incl_encode_events_per_s"]
+    schema = report["schema_baseline_events_per_s"]
+    assert report["schema_encode_ceiling_ratio"] == pytest.approx((1 / bare) / (1 / incl - 1 / bare + 1 / schema))
     assert report["appends"] > 0
 
     # 1 warm-up poll per meter + 60/6 = 10 measured polls round-robin: 5, 4, 4 polls of 6 events.
