@@ -32,6 +32,17 @@ def _events(stream: str, first: int, count: int) -> list[NewEvent]:
             for n in range(first, first + count)]
 
 
+def _store_with_one_stream(db: Path) -> None:
+    async def fill() -> None:
+        store = await SqliteEventStore.open(db)
+        try:
+            await store.append("Meter:m1:2026", _events("m1", 0, 3), NO_STREAM)
+        finally:
+            await store.aclose()
+
+    anyio.run(fill)
+
+
 @pytest.mark.anyio
 async def test_backup_while_appending_is_one_consistent_checked_copy(tmp_path: Path) -> None:
     db, backup = tmp_path / "events.db", tmp_path / "backups" / "events-1.db"
@@ -84,15 +95,7 @@ async def test_backup_while_appending_is_one_consistent_checked_copy(tmp_path: P
 
 def test_backup_never_overwrites_and_leaves_nothing_when_it_fails(tmp_path: Path) -> None:
     db = tmp_path / "events.db"
-
-    async def fill() -> None:
-        store = await SqliteEventStore.open(db)
-        try:
-            await store.append("Meter:m1:2026", _events("m1", 0, 3), NO_STREAM)
-        finally:
-            await store.aclose()
-
-    anyio.run(fill)
+    _store_with_one_stream(db)
     existing = tmp_path / "old-backup.db"
     existing.write_bytes(b"keep me")
     refused = subprocess.run([*GATEWAY, "backup", "--db", str(db), "--to", str(existing)],
@@ -115,15 +118,7 @@ def test_backup_never_overwrites_and_leaves_nothing_when_it_fails(tmp_path: Path
 
 def test_key_store_is_copied_only_when_asked(tmp_path: Path) -> None:
     db = tmp_path / "events.db"
-
-    async def fill() -> None:
-        store = await SqliteEventStore.open(db)
-        try:
-            await store.append("Meter:m1:2026", _events("m1", 0, 3), NO_STREAM)
-        finally:
-            await store.aclose()
-
-    anyio.run(fill)
+    _store_with_one_stream(db)
     keys = tmp_path / "events.keys.db"
     sqlite3.connect(keys).execute("CREATE TABLE keys (id)").connection.close()
     plain = subprocess.run([*GATEWAY, "backup", "--db", str(db), "--to", str(tmp_path / "b1.db")],

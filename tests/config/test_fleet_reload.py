@@ -14,20 +14,9 @@ from gateway.poll_result import StepError
 from gateway.poller import PollSummary
 from gateway.scheduler import MeterBackoff
 
-FLEET = """\
-gateway_id = "gw-test"
-default_timezone = "Europe/Copenhagen"
+from .conftest import BASE
 
-[store]
-kind = "sqlite"
-path = "events.db"
-
-[[concentrators]]
-id = "dc-1"
-host = "127.0.0.1"
-port = 4060
-framing = "wrapper"
-"""
+FLEET = BASE  # a wrapper concentrator dc-1 (and a bus the meters below do not use)
 
 
 def meter(meter_id: str, wport: int, max_power_w: int = 55200) -> str:
@@ -57,7 +46,7 @@ def test_meters_added_removed_and_changed_are_named(tmp_path: Path) -> None:
     ("edit", "reason"),
     [
         (lambda text: text.replace('"gw-test"', '"gw-other"'), "gateway_id changed: that needs a restart"),
-        (lambda text: text.replace('"events.db"', '"other.db"'), "store changed: that needs a restart"),
+        (lambda text: text.replace('"events.sqlite3"', '"other.sqlite3"'), "store changed: that needs a restart"),
         (lambda text: text.replace("wport = 1", "wport = -1"), "the config is not valid: "),
     ],
     ids=["gateway-id", "store", "invalid"],

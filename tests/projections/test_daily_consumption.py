@@ -9,7 +9,9 @@ import pytest
 
 from gateway.events import RegisterRead
 from gateway.projections import DAILY_CONSUMPTION, LATEST_READING
-from gateway.projections.views import DailyFigure, daily_figures, drift_exceeded
+from gateway.config import parse_config
+from gateway.projections.views import DAY_SETTLE, DailyFigure, daily_figures, day_settle, drift_exceeded
+from tests.config.conftest import BASE, WRAPPER_METER
 from tests.projections import (
     EXPORT,
     IMPORT,
@@ -173,37 +175,17 @@ async def test_latest_reading_keeps_newest_register_values_and_clock_state(tmp_p
 
 
 def test_day_settle_follows_the_fleets_load_profile_schedule(tmp_path: Path) -> None:
-    from gateway.config import parse_config
-    from gateway.projections.views import DAY_SETTLE, day_settle
-
-    base = """gateway_id = "gw"
-default_timezone = "Europe/Copenhagen"
-[store]
-kind = "sqlite"
-path = "events.db"
+    base = BASE + WRAPPER_METER + """
 [limits]
 meter_deadline_s = 30
 [schedules.load_profile]
-interval_s = {interval}
+interval_s = INTERVAL
 jitter_s = 60
-enabled = {enabled}
-[[concentrators]]
-id = "dc-1"
-host = "127.0.0.1"
-port = 4060
-framing = "wrapper"
-[[meters]]
-id = "kam-1"
-make = "kamstrup"
-profile = "omnipower"
-connection = "dc-1"
-wport = 1
-security = {{ level = "none" }}
-max_power_w = 55200
+enabled = ENABLED
 """
-    hourly = parse_config(base.format(interval=3600, enabled="true"), base_dir=tmp_path)
+    hourly = parse_config(base.replace("INTERVAL", "3600").replace("ENABLED", "true"), base_dir=tmp_path)
     assert day_settle(hourly) == timedelta(seconds=3600 + 60 + 30)
-    quarter = parse_config(base.format(interval=900, enabled="true"), base_dir=tmp_path)
+    quarter = parse_config(base.replace("INTERVAL", "900").replace("ENABLED", "true"), base_dir=tmp_path)
     assert day_settle(quarter) == DAY_SETTLE  # at least an hour
-    off = parse_config(base.format(interval=3600, enabled="false"), base_dir=tmp_path)
+    off = parse_config(base.replace("INTERVAL", "3600").replace("ENABLED", "false"), base_dir=tmp_path)
     assert day_settle(off) == DAY_SETTLE
