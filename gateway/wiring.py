@@ -24,7 +24,8 @@ from gateway.config.model import CosmosStoreConfig, FleetConfig, SqliteStoreConf
 from gateway.health import HealthStore
 from gateway.outbox import Outbox
 from gateway.outbox_forwarder import Forwarder
-from gateway.poller import CachingRepository, Poller, PollerSettings, utc_now
+from gateway.cached_repository import CachingRepository
+from gateway.poller import Poller, PollerSettings, utc_now
 from gateway.sinks import OutboxSink, OutboxView, WriterSink, describe_outbox
 from gateway.store.sqlite import SqliteEventStore
 from gateway.writer import BatchedWriter

@@ -13,7 +13,7 @@ import pytest
 from gateway.outbox import Outbox
 from gateway.meter import MeterState
 from gateway.outbox_forwarder import Forwarder
-from gateway.poller import CachingRepository
+from gateway.cached_repository import CachingRepository
 from gateway.repository import MeterRepository
 from gateway.sinks import OutboxView
 from gateway.store.errors import StoreUnavailable, StreamNotFound

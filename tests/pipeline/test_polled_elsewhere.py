@@ -16,7 +16,8 @@ from drivers.simulator import Framing, MeterSimulator, SimulatorConfig
 from drivers.simulator.fleet import fleet
 from gateway.config import parse_config
 from gateway.health import HealthStore, PollOutcome
-from gateway.poller import STEP_ORDER, CachingRepository
+from gateway.cached_repository import CachingRepository
+from gateway.poller import STEP_ORDER
 from gateway.wiring import open_poller
 
 from . import SECRETS, fleet_toml
