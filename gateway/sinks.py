@@ -21,7 +21,8 @@ poisoned that it does not account for) is not used: the stream is read from the 
 
 A stream the outbox file has never been given events for (a new year's stream, a new meter) is
 looked up in the far store, which is the only one that could hold it (another gateway box before
-this one), but only for ``new_stream_wait_s``: when the far store fails or does not answer in time,
+this one), but only for ``new_stream_wait_s``: when the far store fails (``StoreUnavailable``, which
+includes throttling beyond the client's retries) or does not answer in time,
 the stream is taken as new (no events, no snapshot), and stays so for ``taken_as_new_s`` without
 asking again (so one poll does not wait once per read). So the first poll after New Year during a WAN
 outage opens the year's streams from the old year's local states instead of failing. A stream the far
@@ -167,9 +168,12 @@ class OutboxView:
         """``read()`` of the far store, or None when it fails (``StoreUnavailable``) or does not
         answer within ``new_stream_wait_s``; then None again for ``taken_as_new_s`` without asking.
         Only the far store is read under the time limit (the outbox is local)."""
+        now = anyio.current_time()
         until = self._taken_as_new.get(key)
-        if until is not None and anyio.current_time() < until:
-            return None
+        if until is not None:
+            if now < until:
+                return None
+            del self._taken_as_new[key]
         reason = f"no answer within {self.new_stream_wait_s:g} s"
         with anyio.move_on_after(self.new_stream_wait_s):
             try:
@@ -204,7 +208,8 @@ class OutboxView:
             return self._tail(local, from_version)  # what follows the local state (its snapshot)
         if await self._is_new_to_us(stream_id):
             # StreamNotFound from the far store passes through: the stream does not exist.
-            events = await self._bounded_far(f"stream {stream_id}", lambda: self.far.load(stream_id, from_version))
+            events = await self._bounded_far(
+                f"stream {stream_id}", lambda: self.far.load(stream_id, max(from_version, 1)))
             if events is None:
                 raise StreamNotFound(stream_id)
             self._seen_far.add(stream_id)
@@ -223,8 +228,10 @@ class OutboxView:
         far = await self._bounded_far(f"streams {prefix}*", lambda: self.far.list_streams(prefix))
         if far is None:
             return await self._written_listing(written)
+        # Shown by the far store: read from it from now on, never taken as new (its carry-over counts).
+        self._seen_far.update(info.stream_id for info in far if info.head != NO_STREAM)
         streams = {info.stream_id: info for info in far}
-        for stream_id in sorted({*streams, *(s for s in self._put if s.startswith(prefix))}):
+        for stream_id in sorted({*streams, *written, *(s for s in self._put if s.startswith(prefix))}):
             if not await self.outbox.pending(stream_id):
                 continue
             head = await self.head(stream_id)

@@ -148,3 +148,23 @@ async def test_discarding_a_meter_drops_its_cached_and_local_states(outbox: Outb
     assert await outbox.local_state(OLD) is None and not repository.is_cached("m-1", 2026)
     # Another meter's states are untouched, though its id starts the same way.
     assert await outbox.local_state("Meter:m-10:2026") is not None and repository.is_cached("m-10", 2026)
+
+
+async def test_a_stream_listed_by_the_far_store_is_never_taken_as_new(outbox: Outbox, far: FaultyStore) -> None:
+    # A meter silent for a whole year: its last stream, written by the box before this one, is
+    # found by listing; it must not become an empty carry-over when Cosmos then fails once.
+    old = "Meter:m-1:2025"
+    await far.inner.append(old, [event("o1")], NO_STREAM)
+    view = OutboxView(far, outbox, new_stream_wait_s=1.0)
+    assert [i.stream_id for i in await view.list_streams("Meter:m-1:")] == [old]
+    far.down = True
+    with pytest.raises(StoreUnavailable):
+        await view.load_snapshot(old)
+    with pytest.raises(StoreUnavailable):
+        await view.load(old)
+
+
+async def test_a_restarted_view_lists_streams_still_pending_in_the_outbox(outbox: Outbox, far: FaultyStore) -> None:
+    await outbox.put(NEW, [event("p1"), event("p2")])  # put by the process before the restart
+    view = OutboxView(far, outbox)
+    assert [(i.stream_id, i.head) for i in await view.list_streams("Meter:m-1:")] == [(NEW, 2)]
