@@ -105,11 +105,19 @@ def slot_time(
     return start + phase + slot * schedule.interval_s + jitter
 
 
-def first_slot(resumed: float, start: float, index: int, count: int, schedule: Schedule) -> int:
-    """The first slot of meter ``index`` of ``count`` on the grid counted from ``start`` that begins
-    (before its jitter) at or after ``resumed``: slot 0 when the grid starts at ``resumed``."""
+def first_slot(
+    resumed: float, start: float, index: int, count: int, schedule: Schedule, *, seed: int, meter_id: str, name: str
+) -> int:
+    """The first slot of meter ``index`` of ``count`` on the grid counted from ``start`` that is due
+    (jitter included) at or after ``resumed``: slot 0 when the grid starts at ``resumed``."""
     phase_start = start + schedule.interval_s * index / max(count, 1)
-    return max(0, math.ceil((resumed - phase_start) / schedule.interval_s))
+    slot = max(0, math.ceil((resumed - phase_start) / schedule.interval_s))
+    # A slot that began before ``resumed`` may still be due after it, by its jitter: it is not
+    # polled yet (a reload stopped the job that was waiting for it).
+    if slot > 0 and slot_time(start, index, count, schedule, slot - 1, seed=seed, meter_id=meter_id,
+                              name=name) >= resumed:
+        slot -= 1
+    return slot
 
 
 def _rng(seed: int, *parts: object) -> random.Random:
@@ -348,7 +356,8 @@ class Scheduler:
         def phase_start(name: str) -> float:
             return start + schedules[name].interval_s * index / max(count, 1)
 
-        slots = {name: first_slot(resumed, start, index, count, schedules[name]) for name in schedules}
+        slots = {name: first_slot(resumed, start, index, count, schedules[name], seed=self.seed, meter_id=meter.id,
+                                  name=name) for name in schedules}
 
         def due_at(name: str) -> float:
             return slot_time(start, index, count, schedules[name], slots[name], seed=self.seed,

@@ -165,17 +165,30 @@ def test_polls_spread_over_the_interval_reproducibly() -> None:
 def test_a_continued_grid_resumes_at_each_meters_next_slot() -> None:
     daily = Schedule(interval_s=86_400, jitter_s=0, enabled=True)
     count = 4
+
+    def first(resumed: float, index: int, schedule: Schedule = daily) -> int:
+        return first_slot(resumed, 1000.0, index, count, schedule, seed=0, meter_id=f"m{index}", name="clock_check")
+
     # A fresh grid: every meter starts at its slot 0.
-    assert [first_slot(1000.0, 1000.0, i, count, daily) for i in range(count)] == [0, 0, 0, 0]
+    assert [first(1000.0, i) for i in range(count)] == [0, 0, 0, 0]
     # Reloaded 31 hours into the grid: meter 0 (phase 0 h) and meter 1 (phase 6 h) had their slot 1
-    # begin before the reload, so they go on at slot 2; meters 2 and 3 (12 h, 18 h) at slot 1, later
-    # today. Nobody is polled at once, and nobody's daily schedule starts over from a new slot 0.
+    # before the reload, so they go on at slot 2; meters 2 and 3 (12 h, 18 h) at slot 1, later today.
+    # Nobody is polled at once, and nobody's daily schedule starts over from a new slot 0.
     resumed = 1000.0 + 31 * 3600
-    slots = [first_slot(resumed, 1000.0, i, count, daily) for i in range(count)]
-    assert slots == [2, 2, 1, 1]
-    due = [slot_time(1000.0, i, count, daily, slot, seed=0, meter_id=f"m{i}", name="clock_check")
-           for i, slot in enumerate(slots)]
-    assert all(resumed <= t < resumed + 86_400 for t in due)
+    assert [first(resumed, i) for i in range(count)] == [2, 2, 1, 1]
+
+    # With jitter: the slot resumed at is the first one due at or after the reload, never one later
+    # (which would lose a poll) nor one earlier (already polled, or due before the reload).
+    jittery = Schedule(interval_s=900, jitter_s=120, enabled=True)
+    for index in range(count):
+        for step in range(0, 40 * 900, 37):
+            at = 1000.0 + step
+            slot = first(at, index, jittery)
+
+            def due(n: int) -> float:
+                return slot_time(1000.0, index, count, jittery, n, seed=0, meter_id=f"m{index}", name="clock_check")
+
+            assert due(slot) >= at and (slot == 0 or due(slot - 1) < at), (index, step, slot)
 
 
 def test_load_profile_catch_up_reads_at_most_a_day_per_range() -> None:
