@@ -33,6 +33,11 @@ class LocalStates(Protocol):
 
     async def drop_local(self, stream_id: str) -> None: ...
 
+    async def drop_local_unless_verified(self, stream_id: str) -> bool:
+        """Drop the stream's local state unless records independent of whoever saved it (the
+        forwarder's) vouch for it; True when dropped."""
+        ...
+
 
 class CachingRepository(MeterRepository):
     """``MeterRepository`` that keeps the state of recently polled meter-year streams in memory.
@@ -118,9 +123,11 @@ class CachingRepository(MeterRepository):
     def is_cached(self, meter_id: str, year: int) -> bool:
         return stream_id(meter_id, year) in self._states
 
-    async def discard_meter(self, meter_id: str) -> None:
-        """``forget_meter``, and drop the local states of the streams it had cached (they were
-        saved from the cached states)."""
+    async def distrust_meter(self, meter_id: str) -> None:
+        """``forget_meter``, and drop the local states of the streams it had cached that nothing
+        vouches for: another process stored to them at the same time, and the state saved last may
+        lack the other's events. A local state the forwarder's records confirm is kept (dropping it
+        would make the meter wait for the far store during an outage)."""
         prefix = meter_stream_prefix(meter_id)
         streams = [s for s in self._states if s.startswith(prefix)]
         self.forget_meter(meter_id)
@@ -128,7 +135,7 @@ class CachingRepository(MeterRepository):
             return
         for stream in streams:
             try:
-                await self.local.drop_local(stream)
+                await self.local.drop_local_unless_verified(stream)
             except StoreError as exc:
                 log.warning("stream %s: local state not dropped: %s", stream, exc)
 

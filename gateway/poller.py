@@ -295,11 +295,12 @@ class Poller:
         if (before.last_attempt_at if before is not None else None) != seen_attempt:
             # The other process recorded its poll while ours ran: checking only when a poll begins
             # would miss it, since our record now hides its attempt. Both processes stored against
-            # the same state, so the local state either saved last may lack the other's events.
+            # the same state, so the local state either saved last may lack the other's events
+            # (dropped unless the forwarder's records confirm it).
             if isinstance(self.repository, CachingRepository):
                 log.info("meter %s: polled by another process since our last poll; reloading its state",
                          outcome.meter_id)
-                await self.repository.discard_meter(outcome.meter_id)
+                await self.repository.distrust_meter(outcome.meter_id)
         self._attempts[outcome.meter_id] = recorded.last_attempt_at
 
     async def _current_state(self, meter_id: str, year: int, deadline: float | None) -> MeterState:

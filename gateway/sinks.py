@@ -115,6 +115,15 @@ class OutboxView:
     async def drop_local(self, stream_id: str) -> None:
         await self.outbox.drop_local_state(stream_id)
 
+    async def drop_local_unless_verified(self, stream_id: str) -> bool:
+        """Keep the local state only if the forwarder has a head for the stream and the state agrees
+        with it; without a recorded head nothing checks the events counted into the state."""
+        local = await self.outbox.local_state(stream_id)
+        if local is None or (local.expected_head is not None and local.consistent):
+            return False
+        await self.outbox.drop_local_state(stream_id)
+        return True
+
     async def _local(self, stream_id: str) -> LocalState | None:
         local = await self.outbox.local_state(stream_id)
         if local is not None and not local.consistent:

@@ -133,20 +133,27 @@ async def test_an_outage_on_one_new_stream_does_not_make_others_new(outbox: Outb
     assert await again.head("Meter:m-3:2027") == 1
 
 
-async def test_discarding_a_meter_drops_its_cached_and_local_states(outbox: Outbox, far: FaultyStore) -> None:
+async def test_distrusting_a_meter_drops_the_local_states_nothing_vouches_for(
+    outbox: Outbox, far: FaultyStore
+) -> None:
     view = OutboxView(far, outbox)
     repository = CachingRepository(far, verify_head=False, local=view)  # type: ignore[arg-type]
-    await outbox.put(OLD, [event("a")])
     state = replace(MeterState.empty("m-1", 2026), version=1)
+    # 2026: forwarded, the forwarder's recorded head agrees with the state: kept.
+    await outbox.put(OLD, [event("a")])
+    await Forwarder(outbox, far).drain_once()
     await repository.keep("m-1", 2026, state)
-    other = replace(MeterState.empty("m-10", 2026), version=1)
+    # 2027: never forwarded, so nothing checks what the state counts: dropped.
+    await outbox.put(NEW, [event("n")])
+    await repository.keep("m-1", 2027, replace(MeterState.empty("m-1", 2027), version=1))
+    # Another meter whose id starts the same way: untouched.
     await outbox.put("Meter:m-10:2026", [event("x")])
-    await repository.keep("m-10", 2026, other)
-    assert await outbox.local_state(OLD) is not None and repository.is_cached("m-1", 2026)
+    await repository.keep("m-10", 2026, replace(MeterState.empty("m-10", 2026), version=1))
 
-    await repository.discard_meter("m-1")
-    assert await outbox.local_state(OLD) is None and not repository.is_cached("m-1", 2026)
-    # Another meter's states are untouched, though its id starts the same way.
+    await repository.distrust_meter("m-1")
+    assert not repository.is_cached("m-1", 2026) and not repository.is_cached("m-1", 2027)
+    assert await outbox.local_state(OLD) is not None
+    assert await outbox.local_state(NEW) is None
     assert await outbox.local_state("Meter:m-10:2026") is not None and repository.is_cached("m-10", 2026)
 
 
