@@ -2,14 +2,18 @@
 
 SQLite's backup API copies the file as of one moment: the copy is taken in a single step under a read
 transaction, so it is consistent even while `gateway run` appends (in WAL mode a reader does not block
-the writer). The copy is written under a temporary name, switched to the rollback journal (one
-self-contained file, no ``-wal`` beside it), checked with ``PRAGMA integrity_check``, synced, and only
-then linked to its final name, which must not exist: a backup never overwrites anything, and a backup
-that failed half-way never carries the name of a good one.
+the writer). The copy is written under a temporary name (created 0600 before any byte is written),
+switched to the rollback journal (one self-contained file, no ``-wal`` beside it), checked with
+``PRAGMA integrity_check``, synced, and only then given its final name, which must not exist: a backup
+never overwrites anything, and a backup that failed half-way never carries the name of a good one.
+The final name is a hard link, or on a file system without them (FAT/exFAT media, some network
+shares) a byte copy into a file created exclusively.
 """
 from __future__ import annotations
 
+import errno
 import os
+import shutil
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,19 +37,41 @@ def backup_file(source: Path, target: Path, *, busy_timeout_s: float = 30.0) -> 
         raise BackupError(f"no database at {source}")
     if target.exists():
         raise BackupError(f"{target} exists already: a backup never overwrites a file")
-    target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(f".{target.name}.partial-{os.getpid()}")
     try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        # The history of the fleet, maybe personal data: the owner's only, from the first byte.
+        os.close(os.open(partial, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+    except OSError as exc:
+        raise BackupError(f"cannot create {partial}: {exc.strerror}") from None
+    try:
         _copy(source, partial, busy_timeout_s)
-        try:
-            # A hard link fails if the target appeared meanwhile, where a rename would replace it.
-            os.link(partial, target)
-        except FileExistsError:
-            raise BackupError(f"{target} appeared while the backup was made; not overwritten") from None
-        _sync_directory(target.parent)
+        _publish(partial, target)
     finally:
         partial.unlink(missing_ok=True)
     return BackupCopy(source=source, target=target, bytes=target.stat().st_size)
+
+
+def _publish(partial: Path, target: Path) -> None:
+    """Give the finished copy its final name, never replacing a file that appeared meanwhile."""
+    try:
+        try:
+            os.link(partial, target)  # a rename would replace a target that appeared meanwhile
+        except FileExistsError:
+            raise BackupError(f"{target} appeared while the backup was made; not overwritten") from None
+        except OSError:  # no hard links on this file system
+            with partial.open("rb") as copy, open(os.open(target, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600),
+                                                  "wb") as out:
+                shutil.copyfileobj(copy, out)
+                out.flush()
+                os.fsync(out.fileno())
+        _sync_directory(target.parent)
+    except BackupError:
+        raise
+    except OSError as exc:
+        if not isinstance(exc, FileExistsError):
+            target.unlink(missing_ok=True)
+        raise BackupError(f"cannot write {target}: {exc.strerror}") from None
 
 
 def _copy(source: Path, partial: Path, busy_timeout_s: float) -> None:
@@ -65,7 +91,6 @@ def _copy(source: Path, partial: Path, busy_timeout_s: float) -> None:
         raise BackupError(f"cannot back up {source}: {exc}") from exc
     if problems != ["ok"]:
         raise BackupError(f"the copy of {source} fails its integrity check: {'; '.join(problems[:5])}")
-    os.chmod(partial, 0o600)  # the history of the fleet, maybe personal data: the owner's only
     fd = os.open(partial, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -77,6 +102,9 @@ def _sync_directory(directory: Path) -> None:
     fd = os.open(directory, os.O_RDONLY)
     try:
         os.fsync(fd)
+    except OSError as exc:
+        if exc.errno not in (errno.EINVAL, errno.ENOTSUP):  # file systems that cannot sync a directory
+            raise
     finally:
         os.close(fd)
 

@@ -45,17 +45,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 
 def run(args: argparse.Namespace) -> int:
     source = store_path(args.db)
+    keys, keys_target = key_store_path_for(source), key_store_path_for(args.to)
+    with_keys = args.with_keys and keys.is_file()
     copies: list[BackupCopy] = []
     try:
+        if with_keys and keys_target.exists():  # before anything is copied: all or nothing
+            raise BackupError(f"{keys_target} exists already: a backup never overwrites a file")
         copies.append(backup_file(source, args.to))
         try:
             contents = _contents(args.to)
+            if with_keys:
+                copies.append(backup_file(keys, keys_target))
         except BackupError:
-            args.to.unlink()  # a copy of something else is no backup of the store
+            args.to.unlink()  # not a backup of the store, or not the whole one asked for
             raise
-        keys = key_store_path_for(source)
-        if args.with_keys and keys.is_file():
-            copies.append(backup_file(keys, key_store_path_for(args.to)))
     except BackupError as exc:
         print(f"gateway backup: {exc}", file=sys.stderr)
         return 1
@@ -70,6 +73,8 @@ def run(args: argparse.Namespace) -> int:
           f"(up to position {contents['lastPosition']}), {copies[0].bytes} bytes, integrity ok")
     if len(copies) > 1:
         print(f"key store copied to {copies[1].target}: erasures made from now on do not reach this copy")
+    elif args.with_keys:
+        print(f"no key store at {keys}: nothing else to copy")
     else:
         print("key store not copied: personal data in this backup cannot be decrypted (--with-keys to copy it)")
     return 0

@@ -129,3 +129,39 @@ def test_key_store_is_copied_only_when_asked(tmp_path: Path) -> None:
                                capture_output=True, text=True, env=_env(), check=False)
     assert with_keys.returncode == 0, with_keys.stderr
     assert (tmp_path / "b2.keys.db").is_file() and "erasures made from now on" in with_keys.stdout
+
+
+def test_with_keys_is_all_or_nothing(tmp_path: Path) -> None:
+    db = tmp_path / "events.db"
+    _store_with_one_stream(db)
+    sqlite3.connect(tmp_path / "events.keys.db").execute("CREATE TABLE keys (id)").connection.close()
+    (tmp_path / "b.keys.db").write_bytes(b"an older key backup")
+    refused = subprocess.run([*GATEWAY, "backup", "--db", str(db), "--to", str(tmp_path / "b.db"), "--with-keys"],
+                             capture_output=True, text=True, env=_env(), check=False)
+    assert refused.returncode == 1 and "b.keys.db exists already" in refused.stderr
+    assert not (tmp_path / "b.db").exists() and (tmp_path / "b.keys.db").read_bytes() == b"an older key backup"
+
+
+def test_a_file_system_without_hard_links_gets_a_byte_copy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # FAT/exFAT media refuse hard links (EPERM); none can be mounted here, so link() is made to
+    # refuse as such a file system does.
+    import errno
+
+    from gateway import sqlite_backup
+
+    db = tmp_path / "events.db"
+    _store_with_one_stream(db)
+
+    def no_links(src: object, dst: object) -> None:
+        raise PermissionError(errno.EPERM, "Operation not permitted")
+
+    monkeypatch.setattr(sqlite_backup.os, "link", no_links)
+    copy = sqlite_backup.backup_file(db, tmp_path / "usb" / "b.db")
+    assert copy.bytes == (tmp_path / "usb" / "b.db").stat().st_size > 0
+    assert stat.S_IMODE((tmp_path / "usb" / "b.db").stat().st_mode) == 0o600
+    conn = sqlite3.connect(tmp_path / "usb" / "b.db")
+    try:
+        assert conn.execute("SELECT count(*) FROM events").fetchone()[0] == 3
+    finally:
+        conn.close()
+    assert [p.name for p in (tmp_path / "usb").iterdir()] == ["b.db"]  # no partial left
