@@ -51,12 +51,16 @@ def projection_runner(path: Path) -> Iterator[None]:
                 f"another projection runner (pid {holder}) is using these views ({path} is locked); "
                 "stop it first (`gateway project`, or `gateway run` with [projections] enabled)"
             ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        except OSError as exc:  # e.g. no locks on this file system
+            raise ViewStoreError(f"cannot lock the projection runner lock {path}: {exc.strerror}") from None
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        except OSError:
+            pass  # the pid is for the message of a refused runner only; the lock is what counts
         try:
             yield
         finally:
-            os.ftruncate(fd, 0)
             fcntl.flock(fd, fcntl.LOCK_UN)
     finally:
         os.close(fd)
