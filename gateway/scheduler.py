@@ -251,13 +251,16 @@ class Scheduler:
         self._rng = _rng(seed, "backoff")
         self.backoff = MeterBackoff()
         self.epoch: float | None = None  # anyio time slot 0 of every schedule counts from (set by run)
+        self._finish_retries = False
 
     @property
     def policy(self) -> Limits:
         return self.fleet.limits
 
-    def stop(self) -> None:
-        """Start no new poll; polls in flight finish (within their deadline)."""
+    def stop(self, *, finish_retries: bool = False) -> None:
+        """Start no new poll; polls in flight finish (within their deadline). ``finish_retries``
+        (a config reload, not a shutdown): polls in flight also make their remaining retries."""
+        self._finish_retries = finish_retries and (self._finish_retries or not self.stopping)
         self._stop.set()
 
     @property
@@ -281,7 +284,8 @@ class Scheduler:
             deadline = anyio.current_time() + self.policy.meter_deadline_s
             summary = await self._attempt(meter, steps, deadline)
             attempt = 0
-            while not summary.ok and summary.retryable and attempt < self.policy.retries and not self.stopping:
+            while (not summary.ok and summary.retryable and attempt < self.policy.retries
+                   and not (self.stopping and not self._finish_retries)):
                 attempt += 1
                 delay = backoff_delay(attempt, self.policy.backoff_initial_s, self.policy.backoff_max_s, self._rng)
                 if anyio.current_time() + delay >= deadline:

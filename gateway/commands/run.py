@@ -162,7 +162,7 @@ def _reload(running: _Running, config_path: Path) -> None:
     if new.logging.format != running.fleet.logging.format:
         log.warning("SIGHUP: [logging] format changed: it takes effect at the next start (the level now)")
     running.reloaded = new
-    running.scheduler.stop()
+    running.scheduler.stop(finish_retries=True)  # a reload is no reason to give up on a meter
     running.wake()
 
 

@@ -187,3 +187,51 @@ async def test_run_backs_off_a_dead_meter_and_a_misconfigured_one() -> None:
     assert BACKOFF_AFTER + 2 <= dead <= BACKOFF_AFTER + 2 + alive // MAX_BACKOFF_SLOTS + 1, (alive, dead)
     # A config error goes straight to the longest backoff: once, then once every MAX_BACKOFF_SLOTS.
     assert 1 <= poller.polls.count("misconfigured") <= 1 + alive // MAX_BACKOFF_SLOTS + 1
+
+
+class FailsOnceThenAnswers:
+    """The first attempt of each poll waits for ``release``, then fails as a timeout; retries answer."""
+
+    def __init__(self) -> None:
+        self.polls: list[str] = []
+        self.entered = anyio.Event()
+        self.release = anyio.Event()
+
+    def now(self) -> datetime:
+        return NOW
+
+    async def poll(self, meter_id: str, steps: Iterable[PollStep], *, deadline: float | None = None) -> PollSummary:
+        self.polls.append(meter_id)
+        if len(self.polls) == 1:
+            self.entered.set()
+            await self.release.wait()
+            error = StepError("identity", "MeterTimeout", "no answer")
+            return PollSummary(meter_id, NOW, frozenset(steps), (error,), retryable=True)
+        return PollSummary(meter_id, NOW, frozenset(steps), ())
+
+
+@pytest.mark.parametrize(("stops", "polls", "ok"), [((True,), 2, True), ((False,), 1, False), ((True, False), 1, False)],
+                         ids=["reload", "shutdown", "reload-then-shutdown"])
+async def test_a_reload_lets_polls_in_flight_retry_a_shutdown_does_not(
+    stops: tuple[bool, ...], polls: int, ok: bool
+) -> None:
+    lines = ['gateway_id = "t"', 'default_timezone = "UTC"', "[store]", 'kind = "sqlite"', 'path = "unused.db"',
+             "[[concentrators]]", 'id = "bus"', 'host = "127.0.0.1"', "port = 4059", 'framing = "hdlc"',
+             "[limits]", "retries = 1", "backoff_initial_s = 0.01", "backoff_max_s = 0.02", "meter_deadline_s = 30",
+             "[[meters]]", 'id = "m"', 'make = "landis_gyr"', 'profile = "e450"', 'connection = "bus"',
+             "physical_address = 17", 'security = { level = "none" }', "max_power_w = 10000"]
+    config = parse_config("\n".join(lines) + "\n")
+    poller = FailsOnceThenAnswers()
+    scheduler = Scheduler(config, poller)
+    result: list[PollSummary] = []
+    with anyio.fail_after(30):  # against a hang only
+        async with anyio.create_task_group() as tg:
+            async def poll() -> None:
+                result.append(await scheduler.poll_meter(config.meters[0]))
+
+            tg.start_soon(poll)
+            await poller.entered.wait()
+            for finish_retries in stops:
+                scheduler.stop(finish_retries=finish_retries)
+            poller.release.set()
+    assert (len(poller.polls), result[0].ok) == (polls, ok)
