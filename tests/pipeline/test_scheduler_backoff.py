@@ -235,3 +235,32 @@ async def test_a_reload_lets_polls_in_flight_retry_a_shutdown_does_not(
                 scheduler.stop(finish_retries=finish_retries)
             poller.release.set()
     assert (len(poller.polls), result[0].ok) == (polls, ok)
+
+
+async def test_run_on_an_earlier_epoch_goes_on_with_that_grid() -> None:
+    lines = ['gateway_id = "t"', 'default_timezone = "UTC"', "[store]", 'kind = "sqlite"', 'path = "unused.db"',
+             "[[concentrators]]", 'id = "bus"', 'host = "127.0.0.1"', "port = 4059", 'framing = "hdlc"']
+    for name in ("registers", "load_profile", "clock_check", "event_log"):
+        lines += [f"[schedules.{name}]", "interval_s = 1000", "jitter_s = 0"]
+    for i, meter_id in enumerate(("m0", "m1")):
+        lines += ["[[meters]]", f'id = "{meter_id}"', 'make = "landis_gyr"', 'profile = "e450"',
+                  'connection = "bus"', f"physical_address = {17 + i}", 'security = { level = "none" }',
+                  "max_power_w = 10000"]
+    config = parse_config("\n".join(lines) + "\n")
+
+    async def polls_in_a_moment(epoch: float | None) -> list[str]:
+        poller = InstantPoller(dead=set(), misconfigured=set())
+        scheduler = Scheduler(config, poller)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(scheduler.run, epoch)
+            await anyio.sleep(0.3)
+            scheduler.stop()
+        if epoch is not None:
+            assert scheduler.epoch == epoch  # what `gateway run` hands the next scheduler at a reload
+        return poller.polls
+
+    # A fresh grid starts now: m0's slot 0 is due at once.
+    assert await polls_in_a_moment(None) == ["m0"]
+    # 1,400 s into an earlier grid (a reload): m0's next slot is at 2,000 s, m1's (phase 500 s) at
+    # 1,500 s; nobody is polled now.
+    assert await polls_in_a_moment(anyio.current_time() - 1400) == []
