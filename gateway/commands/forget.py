@@ -17,13 +17,9 @@ from pathlib import Path
 import anyio
 
 from gateway.config import ConfigError, load_config
-from gateway.personal.assignments import AssignmentError, Forgotten
-from gateway.personal.wiring import open_assignments
-from gateway.personal.crypto import PersonalDataError
+from gateway.personal.assignments import Forgotten
+from gateway.personal.wiring import PERSONAL_DATA_FAILURES, open_assignments
 from gateway.personal.events import InvalidAssignmentId
-from gateway.personal.keys import KeyStoreError
-from gateway.personal.unique_index import UniqueIndexError
-from gateway.store.errors import StoreError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -51,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
     except InvalidAssignmentId as exc:
         print(f"gateway forget: {exc}", file=sys.stderr)
         return 2
-    except (AssignmentError, PersonalDataError, KeyStoreError, UniqueIndexError, StoreError) as exc:
+    except PERSONAL_DATA_FAILURES as exc:
         print(f"gateway forget: {exc}", file=sys.stderr)
         return 1
     if done.key_destroyed_now or done.erasure_recorded_now:

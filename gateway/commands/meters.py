@@ -22,19 +22,14 @@ from gateway.config import ConfigError, FleetConfig, load_config
 from gateway.personal.assignments import (
     Assigned,
     Assignment,
-    AssignmentError,
     InvalidPersonalData,
 )
-from gateway.personal.crypto import PersonalDataError
 from gateway.personal.events import PERSONAL_FIELDS, InvalidAssignmentId
-from gateway.personal.keys import KeyStoreError
-from gateway.personal.unique_index import UniqueIndexError
-from gateway.personal.wiring import open_assignments
+from gateway.personal.wiring import PERSONAL_DATA_FAILURES, open_assignments
 from gateway.store.codec import iso_utc
-from gateway.store.errors import StoreError
 from gateway.streams import StreamNameError
 
-_FAILURES = (AssignmentError, PersonalDataError, KeyStoreError, UniqueIndexError, StoreError)
+_FAILURES = PERSONAL_DATA_FAILURES
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]

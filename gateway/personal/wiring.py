@@ -12,11 +12,16 @@ from pathlib import Path
 from typing import AsyncIterator
 
 from gateway.config.model import FleetConfig, SqliteStoreConfig
-from gateway.personal.assignments import Assignments
-from gateway.personal.keys import KeyStore, SqliteKeyStore, key_store_path_for
-from gateway.personal.unique_index import UniqueIndex, unique_index_path_for
+from gateway.personal.assignments import AssignmentError, Assignments
+from gateway.personal.crypto import PersonalDataError
+from gateway.personal.keys import KeyStore, KeyStoreError, SqliteKeyStore, key_store_path_for
+from gateway.personal.unique_index import UniqueIndex, UniqueIndexError, unique_index_path_for
 from gateway.store import EventStore
+from gateway.store.errors import StoreError
 from gateway.store.sqlite import SqliteEventStore
+
+PERSONAL_DATA_FAILURES = (AssignmentError, PersonalDataError, KeyStoreError, UniqueIndexError, StoreError)
+"""What an operation on assignments may fail with (a command reports it and exits 1)."""
 
 
 @dataclass(frozen=True, slots=True)
