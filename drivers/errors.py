@@ -62,5 +62,10 @@ class DecodeError(DriverError):
     """Bytes arrived intact but do not decode as the expected APDU or data."""
 
 
+class UnreadableAnswer(DecodeError):
+    """The answer to one request arrived whole and was meant for it (its invoke-id matched) but does
+    not decode: that request fails, the association stays usable for the next one."""
+
+
 class ConfigError(DriverError):
     """Settings are invalid (key length, address range, missing key for the security level)."""

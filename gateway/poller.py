@@ -35,7 +35,7 @@ from typing import Callable, Iterable, Mapping
 
 import anyio
 
-from drivers.errors import AccessDenied, DriverError
+from drivers.errors import DriverError
 from drivers.meters import MeterProfile, profile_for
 from drivers.readers import (
     ScalerUnitCache,
@@ -411,8 +411,11 @@ class Poller:
                         try:
                             await self._step(session, meter, profile, current, interval_ends, cursors, now, reads)
                             reads.done.add(current)
-                        except AccessDenied as exc:
-                            # The meter refused one object; the association is still good.
+                        except DriverError as exc:
+                            if not session.usable:
+                                raise
+                            # The meter refused one object, or one answer did not decode: the
+                            # association is still good, so this step fails alone.
                             reads.errors.append(StepError(current, type(exc).__name__, _safe(exc)))
             except DriverError as exc:
                 reads.errors.append(StepError(current, type(exc).__name__, _safe(exc)))

@@ -395,6 +395,9 @@ class CosemAssociation:
             parts = [encode_length(count)]
             for _ in range(count):
                 class_id, obis, attribute, selector, params, offset = parse_attribute_descriptor(apdu, offset)
+                garbled = self.meter.faults.list_answer_to(obis)
+                if garbled is not None:
+                    return Reply(bytes((0xC4, 0x03, invoke)) + garbled)
                 result = self.objects.read_attribute(class_id, obis, attribute, selector, params)
                 parts.append(bytes((0x01, result)) if isinstance(result, DataAccessResult) else b"\x00" + result)
             raw = b"".join(parts)

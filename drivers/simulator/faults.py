@@ -22,6 +22,10 @@ class MeterFaults:
         connection is closed when the client asks for the next block.
     access_denied: OBIS codes ("1.0.1.8.0.255") whose every GET gets read-write-denied (3).
     unavailable: OBIS codes whose every GET gets object-unavailable (11).
+    list_answer: a GET-with-list is answered with these bytes after ``C4 03 <invoke-id>`` instead of
+        the values (a malformed answer, e.g. ``01 00 01 84 FF FF FF FF``: one result, an array
+        announcing 2^32-1 elements and carrying none): every one, or with ``list_answer_obis`` only
+        those that ask for one of these OBIS codes.
     """
 
     latency_ms: int = 0
@@ -30,6 +34,8 @@ class MeterFaults:
     disconnect_mid_block: bool = False
     access_denied: frozenset[str] = field(default_factory=frozenset)
     unavailable: frozenset[str] = field(default_factory=frozenset)
+    list_answer: bytes | None = None
+    list_answer_obis: frozenset[str] = field(default_factory=frozenset)
 
     def __post_init__(self) -> None:
         if self.latency_ms < 0:
@@ -37,6 +43,7 @@ class MeterFaults:
         # Accept any iterable of OBIS strings but store frozensets so the value stays hashable.
         object.__setattr__(self, "access_denied", frozenset(self.access_denied))
         object.__setattr__(self, "unavailable", frozenset(self.unavailable))
+        object.__setattr__(self, "list_answer_obis", frozenset(self.list_answer_obis))
 
     def access_result(self, obis: str) -> DataAccessResult | None:
         """The injected data-access-result for a GET on `obis`, or None to serve it normally."""
@@ -45,6 +52,13 @@ class MeterFaults:
         if obis in self.unavailable:
             return DataAccessResult.OBJECT_UNAVAILABLE
         return None
+
+
+    def list_answer_to(self, obis: str) -> bytes | None:
+        """The malformed answer for a GET-with-list that asks for `obis`, or None to serve it."""
+        if self.list_answer is None or (self.list_answer_obis and obis not in self.list_answer_obis):
+            return None
+        return self.list_answer
 
 
 NO_FAULTS = MeterFaults()
