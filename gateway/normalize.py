@@ -30,7 +30,7 @@ the meter's latest earlier stream (including the events this plan appends to it)
 from __future__ import annotations
 
 import bisect
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
@@ -151,17 +151,26 @@ async def load_states(repository: MeterRepository, meter_id: str, years: Iterabl
     return dict(sorted(states.items()))
 
 
+StatesLoader = Callable[[str, frozenset[int]], Awaitable[Mapping[int, MeterState]]]
+
+
 async def plan_poll(
     repository: MeterRepository, poll: PollResult, meter: MeterConfig, settings: NormalizeSettings,
+    *, states: StatesLoader | None = None,
 ) -> list[AppendPlan]:
-    """Load the stream states ``poll`` needs and normalize it (the I/O edge around ``normalize``)."""
+    """Load the stream states ``poll`` needs and normalize it (the I/O edge around ``normalize``).
+
+    ``states(meter_id, years)`` gives the states (default: ``load_states`` from ``repository``; the
+    poller passes its cache-first loader). The one place that retries on ``MissingState``."""
+    load = states or (lambda meter_id, years: load_states(repository, meter_id, years))
     years = set(needed_years(poll))
     try:
-        return normalize(poll, await load_states(repository, poll.meter_id, years), meter, settings)
+        return normalize(poll, await load(poll.meter_id, frozenset(years)), meter, settings)
     except MissingState as exc:
-        # A gap starts where the stored readings end, possibly in a year the poll did not touch.
+        # A gap starts where the stored readings end, possibly in a year the poll did not touch
+        # (rows lost over New Year's Eve while the new year's stream already exists).
         years |= set(exc.years)
-    return normalize(poll, await load_states(repository, poll.meter_id, years), meter, settings)
+    return normalize(poll, await load(poll.meter_id, frozenset(years)), meter, settings)
 
 
 def normalize(

@@ -69,7 +69,7 @@ from gateway.events import ReadingGapDetected, SuspectReadingFlagged
 from gateway.health import HealthStore, PollOutcome
 from gateway.meter import MeterState
 from gateway.logsetup import register_secret
-from gateway.normalize import AppendPlan, NormalizeSettings, load_states, needed_years, normalize
+from gateway.normalize import AppendPlan, NormalizeSettings, load_states, plan_poll
 from gateway.poll_result import PollResult, PollStep, StepError
 from gateway.cached_repository import CachingRepository
 from gateway.repository import MeterRepository
@@ -472,13 +472,7 @@ class Poller:
     ) -> tuple[dict[str, int], int, tuple[str, ...], list[AppendPlan]]:
         if not (result.identity or result.clock or result.registers or result.profiles or result.events):
             return {}, 0, (), []
-        years = needed_years(result)
-        states = None
-        if isinstance(self.repository, CachingRepository):
-            states = self.repository.cached_states(meter.id, years)  # no far read while cached
-        if states is None:
-            states = await load_states(self.repository, meter.id, years)
-        plans = normalize(result, states, meter, self.normalize_settings)
+        plans = await plan_poll(self.repository, result, meter, self.normalize_settings, states=self._states)
         stored: Counter[str] = Counter()
         already = 0
         streams = []
@@ -510,6 +504,13 @@ class Poller:
             elif isinstance(self.repository, CachingRepository):
                 await self.repository.discard(meter.id, plan.year)  # some were already stored: reload next time
         return dict(stored), already, tuple(streams), plans
+
+    async def _states(self, meter_id: str, years: frozenset[int]) -> Mapping[int, MeterState]:
+        if isinstance(self.repository, CachingRepository):
+            cached = self.repository.cached_states(meter_id, years)  # no far read while cached
+            if cached is not None:
+                return cached
+        return await load_states(self.repository, meter_id, years)
 
     async def _not_yet_stored(self, stream_id: str, events: list[NewEvent]) -> list[NewEvent]:
         try:

@@ -7,6 +7,7 @@ watch the next poll succeed. The servers consult it on every exchange; nothing i
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from dlms_cosem.enumerations import DataAccessResult
 
@@ -26,6 +27,8 @@ class MeterFaults:
         the values (a malformed answer, e.g. ``01 00 01 84 FF FF FF FF``: one result, an array
         announcing 2^32-1 elements and carrying none): every one, or with ``list_answer_obis`` only
         those that ask for one of these OBIS codes.
+    lost_profile: (start, end): the load profile rows captured in [start, end) are gone from the
+        meter's memory (a power cut that took them): range reads return the rows around them only.
     """
 
     latency_ms: int = 0
@@ -36,6 +39,7 @@ class MeterFaults:
     unavailable: frozenset[str] = field(default_factory=frozenset)
     list_answer: bytes | None = None
     list_answer_obis: frozenset[str] = field(default_factory=frozenset)
+    lost_profile: tuple[datetime, datetime] | None = None
 
     def __post_init__(self) -> None:
         if self.latency_ms < 0:
@@ -53,6 +57,9 @@ class MeterFaults:
             return DataAccessResult.OBJECT_UNAVAILABLE
         return None
 
+
+    def profile_row_lost(self, captured: datetime) -> bool:
+        return self.lost_profile is not None and self.lost_profile[0] <= captured < self.lost_profile[1]
 
     def list_answer_to(self, obis: str) -> bytes | None:
         """The malformed answer for a GET-with-list that asks for `obis`, or None to serve it."""

@@ -316,6 +316,7 @@ class ObjectModel:
         deviation = self.meter.clock(now).deviation
         if is_load:
             rows = _apply_entries(self.meter.profile_rows(selection.from_, selection.to, now), selection)
+            rows = [r for r in rows if not self.meter.faults.profile_row_lost(r.clock)]
             cells = [
                 [
                     _octet(encode_cosem_datetime(r.clock.replace(tzinfo=None), deviation)),

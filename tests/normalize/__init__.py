@@ -19,7 +19,7 @@ from drivers.readings import (
 )
 from gateway.config.model import MeterConfig, SecurityConfig
 from gateway.meter import MeterState
-from gateway.normalize import AppendPlan, NormalizeSettings, needed_years, normalize
+from gateway.normalize import AppendPlan, MissingState, NormalizeSettings, needed_years, normalize
 from gateway.poll_result import PollResult
 from gateway.store.model import NO_STREAM
 
@@ -124,7 +124,13 @@ class FakeHistory:
 
     def run(self, p: PollResult, meter: MeterConfig | None = None,
             settings: NormalizeSettings = SETTINGS) -> list[AppendPlan]:
-        plans = normalize(p, self.states_for(p), meter or meter_config(), settings)
+        states = self.states_for(p)
+        try:
+            plans = normalize(p, states, meter or meter_config(), settings)
+        except MissingState as exc:
+            # As plan_poll does (the poller's path): load the years asked for, new streams included.
+            states.update({y: MeterState.empty(METER_ID, y) for y in exc.years if y not in states})
+            plans = normalize(p, states, meter or meter_config(), settings)
         self.apply(plans)
         return plans
 
