@@ -1,13 +1,17 @@
-"""Keep dlms-cosem's logging from ever printing frames or secrets.
+"""Keep dlms-cosem's logging and prints from ever writing frames or secrets.
 
 dlms-cosem logs through structlog; at structlog's defaults every frame and the LLS password go to
 stdout, and formatting them costs about 3x the CPU of the exchange. Our own code logs through stdlib
 ``logging`` and never formats frames, so in our process structlog is configured to drop every event
-before it is rendered. ``redact`` is the second line of defence for any text (error messages built
-from library exceptions) that might echo secret bytes back.
+before it is rendered. A few dlms-cosem modules also call ``print()`` on meter bytes (25.1.0: a
+malformed InitiateResponse prints its conformance bytes), which would corrupt ``gateway decode
+--json`` and bypass the log format; ``print`` is shadowed in those modules by a function that logs
+the fact at DEBUG, without the bytes. ``redact`` is the second line of defence for any text (error
+messages built from library exceptions) that might echo secret bytes back.
 """
 from __future__ import annotations
 
+import importlib
 import logging as _stdlib_logging
 from collections.abc import Iterable
 from typing import Any
@@ -23,12 +27,41 @@ def _drop_event(_logger: Any, _method: str, _event: Any) -> Any:
     raise structlog.DropEvent
 
 
+# dlms-cosem modules that call print() on bytes from the meter (grep "print(" in the installed package;
+# tests/drivers/test_dlms_cosem_output.py fails when a new version adds one elsewhere).
+DLMS_COSEM_PRINTING_MODULES = ("dlms_cosem.protocol.xdlms.initiate_response",)
+
+_LOG = _stdlib_logging.getLogger("drivers.dlms_cosem")
+
+
+def _print_to_debug_log(*args: Any, **_kwargs: Any) -> None:
+    """Stands in for ``print`` inside dlms-cosem: notes that it printed, never what (meter bytes may
+    carry a password, and our logs never hold frames)."""
+    _LOG.debug("dlms-cosem printed %d value(s) (%s); output suppressed",
+               len(args), ", ".join(type(arg).__name__ for arg in args))
+
+
+def silence_dlms_cosem_prints() -> None:
+    """Shadow the builtin ``print`` in the dlms-cosem modules that call it (idempotent, process-wide).
+
+    A module-global ``print`` is found before the builtin by that module's code only, so nothing
+    else in the process is affected, and unlike redirecting ``sys.stdout`` it is safe with other
+    threads writing to stdout at the same moment.
+    """
+    for name in DLMS_COSEM_PRINTING_MODULES:
+        module = importlib.import_module(name)
+        if getattr(module, "print", None) is not _print_to_debug_log:
+            module.print = _print_to_debug_log  # type: ignore[attr-defined]
+
+
 def silence_dlms_cosem_logging() -> None:
-    """Configure structlog (used in our process only by dlms-cosem) to drop every event.
+    """Configure structlog (used in our process only by dlms-cosem) to drop every event, and silence
+    dlms-cosem's ``print`` calls (``silence_dlms_cosem_prints``).
 
     Idempotent; called by every session before it touches dlms-cosem, so that another component
     reconfiguring structlog cannot re-open the leak for long.
     """
+    silence_dlms_cosem_prints()
     if structlog.get_config().get("processors") == [_drop_event]:
         return
     structlog.configure(

@@ -5,7 +5,8 @@ so several APDUs in one information field decode in sequence. xDLMS APDUs (DataN
 SET/ACTION responses, EventNotification, ExceptionResponse) are decoded here because their A-XDR bodies
 need our typed data tree and quirk handling (e.g. old Kamstrup firmware's ``09 0C`` DataNotification
 date-time); ACSE APDUs (AARQ/AARE/RLRQ/RLRE, BER-encoded) go through dlms-cosem's classes, with any
-library exception turned into ``DecodeError``. Ciphered APDUs are deciphered when keys are given.
+library exception turned into ``DecodeError`` and the library's ``print`` calls silenced. Ciphered
+APDUs are deciphered when keys are given.
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from drivers.decode.cipher import CIPHERED_TAGS, CipheredApdu, SecurityKeys, dec
 from drivers.decode.cosem_time import CosemDateTime
 from drivers.decode.errors import DecodeError
 from drivers.decode.gbt import GBT_TAG, GeneralBlockTransfer, parse_gbt
+from drivers.logging import silence_dlms_cosem_prints
 
 MAX_CIPHER_NESTING = 2
 
@@ -328,6 +330,7 @@ def _acse(buf: bytes, pos: int) -> tuple[AcseApdu, int]:
     end = start + size
     if end > len(buf):
         raise DecodeError(f"truncated {name}: {size} bytes declared, {len(buf) - start} present")
+    silence_dlms_cosem_prints()  # a malformed InitiateResponse in an AARE would print its bytes to stdout
     try:
         decoded = cls.from_bytes(bytes(buf[pos:end]))
         fields = _plain(decoded)

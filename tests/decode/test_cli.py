@@ -8,10 +8,11 @@ import sys
 
 import pytest
 
+from drivers.decode import DecodeError, decode_message
 from gateway.bench.dlms import register_dlms
 from gateway.cli import main
 
-from tests.decode import trace
+from tests.decode import recorded_aare_with_malformed_initiate_response, trace
 
 KAMSTRUP = trace("kamstrup_han_2017_old_firmware_amstomqttbridge.txt")
 VECTORS = trace("gcm_hls_test_vectors_published_keys_NOT_PHYSICAL.txt")
@@ -99,3 +100,19 @@ def test_bench_dlms_json(capsys: pytest.CaptureFixture[str]) -> None:
         assert case["ours_ops_per_s"] > 0 and case["dlms_cosem_ops_per_s"] > 0
         assert case["ratio_ours_to_dlms_cosem"] == pytest.approx(
             case["ours_ops_per_s"] / case["dlms_cosem_ops_per_s"], rel=0.01)
+
+
+def test_decode_json_of_a_malformed_initiate_response_prints_nothing_from_dlms_cosem() -> None:
+    # dlms-cosem prints the bad conformance bytes (bytearray(...)) before raising: that must not reach
+    # stdout (a --json consumer reads it) nor stderr (one clear line only).
+    aare = recorded_aare_with_malformed_initiate_response()
+    result = gateway(aare.hex(), "--json")
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert result.stderr == "gateway decode: DecodeError: malformed aare: ValueError\n"
+
+
+def test_decoding_a_malformed_initiate_response_prints_nothing(capfd: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(DecodeError, match="malformed aare"):
+        decode_message(recorded_aare_with_malformed_initiate_response())
+    assert capfd.readouterr() == ("", "")
