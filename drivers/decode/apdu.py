@@ -148,10 +148,15 @@ class ConfirmedServiceError:
 
 @dataclass(frozen=True)
 class AcseApdu:
-    """An ACSE APDU as decoded by dlms-cosem, flattened to JSON-able fields."""
+    """An ACSE APDU as decoded by dlms-cosem, flattened to JSON-able fields.
+
+    ``secrets`` lists the dotted paths of fields that hold a secret (``authentication_value`` when it
+    is an LLS password, a dedicated key in a plain InitiateRequest), so renderings can mask them.
+    """
 
     name: str
     fields: dict[str, Any]
+    secrets: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -336,7 +341,21 @@ def _acse(buf: bytes, pos: int) -> tuple[AcseApdu, int]:
         fields = _plain(decoded)
     except Exception as exc:  # library boundary: dlms-cosem raises bare ValueError/IndexError/KeyError
         raise DecodeError(f"malformed {name}: {type(exc).__name__}") from None
-    return AcseApdu(name, fields), end
+    return AcseApdu(name, fields, _secret_fields(fields)), end
+
+
+def _secret_fields(fields: dict[str, Any]) -> tuple[str, ...]:
+    paths = []
+    # With HLS the authentication value is a challenge (CtoS in the AARQ, StoC in the AARE), sent in
+    # the clear by design; with LLS (or a mechanism we cannot name) it is the password itself.
+    mechanism = fields.get("authentication")
+    if "authentication_value" in fields and not (isinstance(mechanism, str) and mechanism.startswith("hls")):
+        paths.append("authentication_value")
+    user_information = fields.get("user_information")
+    content = user_information.get("content") if isinstance(user_information, dict) else None
+    if isinstance(content, dict) and "dedicated_key" in content:
+        paths.append("user_information.content.dedicated_key")
+    return tuple(paths)
 
 
 def _ber_length(buf: bytes, pos: int) -> tuple[int, int]:

@@ -3,10 +3,13 @@
 The data tree is printed one element per line with short type names (``struct[25]``, ``u32 1468``,
 ``oct[6] 0101010800FF (OBIS 1-1:1.8.0.255)``), the notation of the real-meter trace files, so output can
 be compared with a trace by eye. Date-times are shown as sent and, when possible, in UTC (deviation
-from the meter, else the timezone given). Keys are never part of any rendering.
+from the meter, else the timezone given). Keys are never part of any rendering, and secrets found in the
+bytes themselves (an LLS password in an AARQ, a dedicated key in a plain InitiateRequest) are shown as
+``<masked>`` unless ``show_secrets`` is given.
 """
 from __future__ import annotations
 
+import copy
 import datetime as _dt
 from typing import Any
 
@@ -18,6 +21,29 @@ from drivers.decode.cosem_time import CosemDateTime
 from drivers.decode.errors import DecodeLayerError
 from drivers.decode.gbt import GeneralBlockTransfer
 from drivers.decode.message import DecodedMessage, FrameInfo, Reassembled, ReassembledData
+
+
+MASKED = "<masked>"
+
+
+def _acse_fields(apdu: AcseApdu, show_secrets: bool) -> dict[str, Any]:
+    if show_secrets or not apdu.secrets:
+        return apdu.fields
+    fields = copy.deepcopy(apdu.fields)
+    for path in apdu.secrets:
+        *parents, last = path.split(".")
+        table = fields
+        for key in parents:
+            table = table[key]
+        table[last] = MASKED
+    return fields
+
+
+def _holds_secrets(apdu: Apdu | None) -> bool:
+    """Whether the APDU (or the one deciphered inside it) carries a secret: its raw bytes would too."""
+    while isinstance(apdu, Ciphered):
+        apdu = apdu.inner
+    return isinstance(apdu, AcseApdu) and bool(apdu.secrets)
 
 
 def _printable(raw: bytes) -> bool:
@@ -127,7 +153,8 @@ def _result_lines(result: Data | str, timezone: _dt.tzinfo | None, indent: int) 
     return data_lines(result, timezone, indent)
 
 
-def apdu_lines(apdu: Apdu, timezone: _dt.tzinfo | None = None, indent: int = 0) -> list[str]:
+def apdu_lines(apdu: Apdu, timezone: _dt.tzinfo | None = None, indent: int = 0, *,
+               show_secrets: bool = False) -> list[str]:
     pad = "  " * indent
     if isinstance(apdu, DataNotification):
         dt = "absent" if apdu.date_time is None else describe_date_time(apdu.date_time, timezone)
@@ -169,7 +196,10 @@ def apdu_lines(apdu: Apdu, timezone: _dt.tzinfo | None = None, indent: int = 0) 
     if isinstance(apdu, ConfirmedServiceError):
         return [f"{pad}confirmed-service-error service={apdu.service} type={apdu.error_type} error={apdu.error}"]
     if isinstance(apdu, AcseApdu):
-        return [f"{pad}{apdu.name}"] + [f"{pad}  {k}: {v}" for k, v in apdu.fields.items()]
+        lines = [f"{pad}{apdu.name}"] + [f"{pad}  {k}: {v}" for k, v in _acse_fields(apdu, show_secrets).items()]
+        if apdu.secrets and not show_secrets:
+            lines.append(f"{pad}  (masked: {', '.join(apdu.secrets)}; --show-secrets shows them)")
+        return lines
     if isinstance(apdu, GeneralBlockTransfer):
         return [f"{pad}general-block-transfer block={apdu.block_number} last={'yes' if apdu.last_block else 'no'} "
                 f"streaming={'yes' if apdu.streaming else 'no'} window={apdu.window} ack={apdu.block_number_ack} "
@@ -184,8 +214,11 @@ def apdu_lines(apdu: Apdu, timezone: _dt.tzinfo | None = None, indent: int = 0) 
             return lines
         verdict = "tag verified" if apdu.tag_verified else (
             "tag NOT verified (no authentication key)" if h.authenticated else "no tag (encryption only)")
-        lines.append(f"{pad}  deciphered, {verdict}: {apdu.plaintext.hex().upper()}")  # type: ignore[union-attr]
-        return lines + apdu_lines(apdu.inner, timezone, indent + 1)
+        plaintext = apdu.plaintext.hex().upper()  # type: ignore[union-attr]
+        if _holds_secrets(apdu) and not show_secrets:
+            plaintext = MASKED
+        lines.append(f"{pad}  deciphered, {verdict}: {plaintext}")
+        return lines + apdu_lines(apdu.inner, timezone, indent + 1, show_secrets=show_secrets)
     raise TypeError(f"no rendering for {type(apdu).__name__}")
 
 
@@ -206,7 +239,7 @@ def _frame_line(info: FrameInfo) -> str:
     return text
 
 
-def render_text(message: DecodedMessage, timezone: _dt.tzinfo | None = None) -> str:
+def render_text(message: DecodedMessage, timezone: _dt.tzinfo | None = None, *, show_secrets: bool = False) -> str:
     lines: list[str] = []
     for info in message.frames:
         lines.append(_frame_line(info))
@@ -219,15 +252,15 @@ def render_text(message: DecodedMessage, timezone: _dt.tzinfo | None = None) -> 
             lines.extend(data_lines(item.data, timezone, 1))
         elif isinstance(item, Reassembled):
             lines.append(f"reassembled from {item.blocks} general-block-transfer block(s), {len(item.raw)} bytes:")
-            lines.extend(apdu_lines(item.apdu, timezone, 1))
+            lines.extend(apdu_lines(item.apdu, timezone, 1, show_secrets=show_secrets))
         else:
-            lines.extend(apdu_lines(item, timezone))
+            lines.extend(apdu_lines(item, timezone, show_secrets=show_secrets))
     for note in message.incomplete:
         lines.append(f"note: {note}")
     return "\n".join(lines)
 
 
-def apdu_json(apdu: Apdu, timezone: _dt.tzinfo | None = None) -> dict[str, Any]:
+def apdu_json(apdu: Apdu, timezone: _dt.tzinfo | None = None, *, show_secrets: bool = False) -> dict[str, Any]:
     def result(r: Data | str) -> dict[str, Any]:
         return {"data_access_result": r} if isinstance(r, str) else data_json(r, timezone)
 
@@ -260,7 +293,10 @@ def apdu_json(apdu: Apdu, timezone: _dt.tzinfo | None = None) -> dict[str, Any]:
         return {"apdu": "confirmed-service-error", "service": apdu.service, "error_type": apdu.error_type,
                 "error": apdu.error}
     if isinstance(apdu, AcseApdu):
-        return {"apdu": apdu.name, **apdu.fields}
+        out = {"apdu": apdu.name, **_acse_fields(apdu, show_secrets)}
+        if apdu.secrets and not show_secrets:
+            out["masked"] = list(apdu.secrets)
+        return out
     if isinstance(apdu, GeneralBlockTransfer):
         return {"apdu": "general-block-transfer", "block_number": apdu.block_number, "last_block": apdu.last_block,
                 "streaming": apdu.streaming, "window": apdu.window, "block_number_ack": apdu.block_number_ack,
@@ -271,12 +307,14 @@ def apdu_json(apdu: Apdu, timezone: _dt.tzinfo | None = None) -> dict[str, Any]:
                 "security_control": h.security_control, "invocation_counter": h.invocation_counter,
                 "payload_length": len(h.payload), "deciphered": apdu.inner is not None,
                 "tag_verified": apdu.tag_verified,
-                "plaintext": None if apdu.plaintext is None else apdu.plaintext.hex().upper(),
-                "inner": None if apdu.inner is None else apdu_json(apdu.inner, timezone)}
+                "plaintext": None if apdu.plaintext is None else (
+                    MASKED if _holds_secrets(apdu) and not show_secrets else apdu.plaintext.hex().upper()),
+                "inner": None if apdu.inner is None else apdu_json(apdu.inner, timezone, show_secrets=show_secrets)}
     raise TypeError(f"no rendering for {type(apdu).__name__}")
 
 
-def render_json(message: DecodedMessage, timezone: _dt.tzinfo | None = None) -> dict[str, Any]:
+def render_json(message: DecodedMessage, timezone: _dt.tzinfo | None = None, *,
+                show_secrets: bool = False) -> dict[str, Any]:
     frames = []
     for info in message.frames:
         f = info.frame
@@ -290,10 +328,11 @@ def render_json(message: DecodedMessage, timezone: _dt.tzinfo | None = None) -> 
             apdus.append({"joined_get_response_blocks": item.blocks, "raw": item.raw.hex().upper(),
                           "data": data_json(item.data, timezone)})
         elif isinstance(item, Reassembled):
-            apdus.append({"reassembled_from_blocks": item.blocks, "raw": item.raw.hex().upper(),
-                          "apdu": apdu_json(item.apdu, timezone)})
+            raw = MASKED if _holds_secrets(item.apdu) and not show_secrets else item.raw.hex().upper()
+            apdus.append({"reassembled_from_blocks": item.blocks, "raw": raw,
+                          "apdu": apdu_json(item.apdu, timezone, show_secrets=show_secrets)})
         else:
-            apdus.append(apdu_json(item, timezone))
+            apdus.append(apdu_json(item, timezone, show_secrets=show_secrets))
     return {"transport": message.transport, "frames": frames,
             "wrappers": [vars(w) for w in message.wrappers], "apdus": apdus, "incomplete": list(message.incomplete)}
 

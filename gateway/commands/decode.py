@@ -2,7 +2,10 @@
 
 Layers are auto-detected and printed top-down (frames, APDUs, data) as text or ``--json``. Ciphered
 APDUs are deciphered with ``--key``/``--auth-key`` (or ``env:NAME`` to read a key from the environment,
-keeping it out of shell history). Keys are never printed. Bad input: one clear line on stderr, exit 1.
+keeping it out of shell history). Keys are never printed, and secrets carried by the bytes themselves
+(the LLS password in an AARQ's calling-authentication-value, a dedicated key in a plain
+InitiateRequest) are masked unless ``--show-secrets`` is given; HLS challenges are not secrets and are
+shown. Bad input: one clear line on stderr, exit 1.
 """
 from __future__ import annotations
 
@@ -24,7 +27,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     parser = subparsers.add_parser(
         "decode", help="decode DLMS/COSEM bytes (HDLC frames, wrapper PDU or APDU) given as hex",
         description="Decode HDLC frame(s), a DLMS wrapper PDU or a bare APDU. Spaces and newlines in the hex "
-                    "are ignored; '-' reads hex from stdin.")
+                    "are ignored; '-' reads hex from stdin. Keys given are never printed; secrets found in the "
+                    "bytes (the LLS password of an AARQ, a dedicated key) are shown as <masked> unless "
+                    "--show-secrets is given. HLS challenges are shown.")
     parser.add_argument("hex", nargs="+", metavar="HEX", help="hex bytes, or '-' for stdin")
     parser.add_argument("--key", help="global (or broadcast) encryption key, hex or env:NAME")
     parser.add_argument("--auth-key", help="authentication key, hex or env:NAME; the GCM tag is verified if given")
@@ -34,6 +39,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     parser.add_argument("--timezone", help="the meter's configured timezone (e.g. Europe/Oslo) for date-times "
                                            "whose deviation is unspecified")
     parser.add_argument("--json", action="store_true", help="print JSON instead of text")
+    parser.add_argument("--show-secrets", action="store_true",
+                        help="show the LLS password of an AARQ (authentication_value) and dedicated keys instead "
+                             "of <masked>; mind the terminal, scrollback and logs")
     parser.set_defaults(func=run)
 
 
@@ -92,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"gateway decode: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
     if args.json:
-        print(json.dumps(render_json(message, timezone), indent=2))
+        print(json.dumps(render_json(message, timezone, show_secrets=args.show_secrets), indent=2))
     else:
-        print(render_text(message, timezone))
+        print(render_text(message, timezone, show_secrets=args.show_secrets))
     return 0

@@ -8,11 +8,13 @@ import sys
 
 import pytest
 
-from drivers.decode import DecodeError, decode_message
+from drivers.decode import DecodeError, decode_message, encode_frame
+from drivers.logging import secret_forms
+from drivers.recording import SessionRecording, load_recording
 from gateway.bench.dlms import register_dlms
 from gateway.cli import main
 
-from tests.decode import recorded_aare_with_malformed_initiate_response, trace
+from tests.decode import SESSIONS, recorded_aare_with_malformed_initiate_response, trace
 
 KAMSTRUP = trace("kamstrup_han_2017_old_firmware_amstomqttbridge.txt")
 VECTORS = trace("gcm_hls_test_vectors_published_keys_NOT_PHYSICAL.txt")
@@ -116,3 +118,87 @@ def test_decoding_a_malformed_initiate_response_prints_nothing(capfd: pytest.Cap
     with pytest.raises(DecodeError, match="malformed aare"):
         decode_message(recorded_aare_with_malformed_initiate_response())
     assert capfd.readouterr() == ("", "")
+
+
+def recorded_aarq(fixture: str) -> tuple[bytes, SessionRecording]:
+    recording = load_recording(SESSIONS / fixture)
+    aarq = next(event.apdu for event in recording.events if event.kind == "send")
+    assert aarq[0] == 0x60
+    return aarq, recording
+
+
+LLS_FIXTURES = ["kamstrup_omnipower_lls.json", "landis_gyr_e450_lls.json"]
+
+
+def password_forms(recording: SessionRecording) -> set[str]:
+    password = recording.header.secrets.password
+    assert password  # the recorded test password (header test_secrets), e.g. "12345678"
+    return secret_forms(password)  # hex (either case, spaced or not), repr, ASCII
+
+
+def test_decode_json_masks_the_lls_password_of_a_recorded_aarq() -> None:
+    aarq, recording = recorded_aarq("kamstrup_omnipower_lls.json")
+    result = gateway(aarq.hex(), "--json")
+    assert result.returncode == 0, result.stderr
+    assert not any(form in result.stdout + result.stderr for form in password_forms(recording))
+    report = json.loads(result.stdout)["apdus"][0]
+    assert report["apdu"] == "aarq" and report["authentication"] == "lls"
+    assert report["authentication_value"] == "<masked>" and report["masked"] == ["authentication_value"]
+
+
+@pytest.mark.parametrize("fixture", LLS_FIXTURES)
+@pytest.mark.parametrize("output", ["text", "json"])
+def test_decode_masks_the_lls_password_unless_show_secrets(fixture: str, output: str,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    aarq, recording = recorded_aarq(fixture)
+    forms = password_forms(recording)
+    extra = ["--json"] if output == "json" else []
+
+    assert main(["decode", aarq.hex(), *extra]) == 0
+    out, err = capsys.readouterr()
+    assert not any(form in out + err for form in forms)
+    assert "masked" in out and "authentication_value" in out
+
+    assert main(["decode", aarq.hex(), "--show-secrets", *extra]) == 0
+    out, _ = capsys.readouterr()
+    assert recording.header.secrets.password.hex().upper() in out  # type: ignore[union-attr]
+    assert "<masked>" not in out
+
+
+def test_decode_masks_the_lls_password_in_an_hdlc_frame_but_shows_an_hls_challenge(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    lls, recording = recorded_aarq("landis_gyr_e450_lls.json")  # recorded over HDLC: framed as sent
+    # I-frame N(S)=0 N(R)=0 P=1 to server logical 1 / physical 17 from public client 16, LLC E6 E6 00.
+    frame = encode_frame(b"\x02\x23", b"\x21", 0x10, b"\xe6\xe6\x00" + lls)
+    assert main(["decode", frame.hex(), "--json"]) == 0
+    out, _ = capsys.readouterr()
+    report = json.loads(out)
+    assert report["transport"] == "hdlc" and report["apdus"][0]["authentication_value"] == "<masked>"
+    assert not any(form in out for form in password_forms(recording))
+
+    hls, hls_recording = recorded_aarq("landis_gyr_e450_hls_gmac.json")
+    assert main(["decode", hls.hex()]) == 0
+    out, _ = capsys.readouterr()
+    challenge = hls_recording.header.session["hls_challenge"].upper()
+    assert f"authentication_value: {challenge}" in out and "masked" not in out  # a challenge is no secret
+
+
+def test_decode_help_tells_about_masked_secrets(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["decode", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "--show-secrets" in help_text and "<masked>" in help_text and "LLS password" in help_text
+
+
+def test_decode_masks_a_dedicated_key_in_a_plain_initiate_request(capsys: pytest.CaptureFixture[str]) -> None:
+    aarq, _ = recorded_aarq("kamstrup_omnipower_none.json")
+    key = bytes.fromhex("000102030405060708090A0B0C0D0E0F")  # Green Book test key
+    # The recorded xDLMS-InitiateRequest (01 00 00 00 06 ...) given the optional dedicated-key: 01 01 10 <key> 00 00
+    plain = bytes.fromhex("be10040e01000000065f1f040000521d0400")
+    with_key = bytes.fromhex("be21041f010110") + key + bytes.fromhex("0000065f1f040000521d0400")
+    assert aarq.endswith(plain) and aarq[1] == len(aarq) - 2
+    body = aarq[2:-len(plain)] + with_key
+    assert main(["decode", (bytes([0x60, len(body)]) + body).hex()]) == 0
+    out, _ = capsys.readouterr()
+    assert "'dedicated_key': '<masked>'" in out
+    assert not any(form in out for form in secret_forms(key))
