@@ -4,7 +4,8 @@
 ``ConfigIssue`` in the shared ``Context`` when something is wrong and returns None, so the caller can go
 on reading and report everything at once. Unknown keys are reported on construction with a "did you
 mean" suggestion. ``Table.secret`` reads a secret reference and refuses a secret written inline without
-ever quoting it.
+ever quoting it; nor does it quote a variable name or file path that looks like a secret (typed in the
+wrong place) or a file name that does not exist (a password cannot be told from a mistyped name).
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from pathlib import Path
 from typing import Any, Callable, Collection, Iterable, Mapping, Sequence, TypeVar
 
 from gateway.config.errors import ConfigIssue
-from gateway.config.secrets import ENV_NAME, SecretRef, secret_file_problem
+from gateway.config.secrets import ENV_NAME, SecretRef, looks_like_secret, secret_file_problem
 
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")  # ids end up in stream names and file names
 
@@ -202,14 +203,28 @@ class Table:
         target = ref.string(kinds[0])
         if target is None:
             return None
+        # None of the messages below quotes the value: it may be the secret, typed in the wrong place.
         if kinds[0] == "env":
             if not ENV_NAME.match(target):
                 self.ctx.add(f"{key_path}.env", "is not a valid environment variable name")
                 return None
+            if looks_like_secret(target):
+                self.ctx.add(f"{key_path}.env", "looks like a key or password, not an environment variable name "
+                                                "(not shown here): put the secret in a variable and name the "
+                                                'variable here, e.g. env = "METER_PASSWORD"')
+                return None
             return SecretRef("env", target, key_path)
+        if looks_like_secret(target):
+            self.ctx.add(f"{key_path}.file", "looks like a key or password, not a file path (not shown here): put "
+                                             "the secret in a file with mode 0600 and give its path here")
+            return None
         file_path = self.ctx.base_dir / target
         if self.ctx.check_secret_files:
             problem = secret_file_problem(file_path)
-            if problem:
+            if problem == "does not exist" and "/" not in target:
+                # A bare name that is no file may as well be the password itself: name the directory only.
+                self.ctx.add(f"{key_path}.file", f"secret file does not exist in {self.ctx.base_dir} (its name is "
+                                                 "not shown here, in case a secret was typed instead of a path)")
+            elif problem:
                 self.ctx.add(f"{key_path}.file", f"secret file {file_path} {problem}")
         return SecretRef("file", str(file_path), key_path)

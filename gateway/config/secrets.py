@@ -5,7 +5,8 @@ relative paths taken from the config file's directory). It holds no value, so pr
 safe. ``resolve()`` reads the value as late as possible and wraps it in ``Secret``, whose repr/str are
 masked too; only ``Secret.reveal()`` hands out the bytes, at the point they go on the wire. A secret
 file must be a regular file with permissions no wider than 0600 (checked on the open file descriptor,
-so a chmod between check and read cannot slip through).
+so a chmod between check and read cannot slip through). ``looks_like_secret`` spots a secret typed
+where the variable name or file path belongs, so that errors name the key instead of echoing it.
 """
 from __future__ import annotations
 
@@ -22,6 +23,11 @@ from gateway.config.errors import SecretUnavailable
 SecretKind = Literal["env", "file"]
 
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+# Keys and passwords written as hex, with or without separators: 8 bytes (an LLS password) or more.
+_HEX_SECRET = re.compile(r"(?:[0-9A-Fa-f][\s:-]?){16,}\Z")
+# What variable names and the paths an operator writes are made of; anything else (=, !, $, #, %, ...)
+# is typical of a password or of a base64 key.
+_NAME_OR_PATH = re.compile(r"[\w./~@+, -]*\Z")
 _MAX_SECRET_FILE_BYTES = 64 * 1024  # keys and passwords are tiny; a big file is the wrong file
 
 
@@ -84,6 +90,12 @@ class SecretRef:
                 self.describe(), f"holds a {len(key)}-byte key; expected {length} bytes ({2 * length} hex digits)"
             )
         return Secret(key)
+
+
+def looks_like_secret(value: str) -> bool:
+    """Whether a string given as an environment variable name or a file path looks like a key or a
+    password instead (hex of 8 bytes or more, or characters names and paths do not have)."""
+    return bool(_HEX_SECRET.match(value.strip())) or not _NAME_OR_PATH.match(value)
 
 
 def secret_file_problem(path: Path) -> str | None:

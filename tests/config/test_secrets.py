@@ -1,16 +1,19 @@
 """Secret references: resolved late, checked for permissions, and never shown in text."""
 from __future__ import annotations
 
+import base64
 import os
 from pathlib import Path
+from typing import Callable
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from gateway.cli import main
 from gateway.config import ConfigError, Secret, SecretRef, SecretUnavailable, parse_config, read_env_file
 
-from .conftest import BASE, HDLC_METER
+from .conftest import BASE, HDLC_METER, by_key
 
 VALUE = "s3cr3t-Value-42"
 KEY_HEX = "000102030405060708090A0B0C0D0E0F"
@@ -127,3 +130,63 @@ def test_env_file_reader(tmp_path: Path) -> None:
     path.write_text("not a line\n")
     with pytest.raises(ValueError, match="secrets.env:1"):
         read_env_file(path)
+
+
+# Issue 10, item 7: a secret typed where the variable name or the file path belongs.
+
+@pytest.mark.parametrize("value", [
+    "D0D1D2D3D4D5D6D7D8D9DADBDCDDDEDF",  # an AES key in hex that happens to be a valid variable name
+    "DEADBEEFCAFEBABE",  # an 8-byte LLS password in hex
+    "ABCDEF0123456789abcdef0123456789ABCDEF01",
+])
+def test_secret_typed_as_env_name_is_refused_naming_the_key(
+        value: str, write_config: Callable[[str], Path], capsys: pytest.CaptureFixture[str]) -> None:
+    security = f'security = {{ level = "lls", password = {{ env = "{value}" }} }}'
+    path = write_config(BASE + HDLC_METER.replace('security = { level = "none" }', security))
+
+    assert main(["check-config", str(path)]) == 1
+    out, err = capsys.readouterr()
+    assert "meters[0].security.password.env" in err and "looks like a key or password" in err
+    assert value.upper() not in (out + err).upper()
+
+
+# Secrets typed where a file path belongs (no "/", no TOML escapes). Hex keys, padded base64 keys and
+# passwords with punctuation are refused as they are; a plain word only by the file check (no such file).
+_PUNCTUATION = "!#$%&()*:;<=>?[]^{|}"
+looks_secret = st.one_of(
+    st.binary(min_size=8, max_size=32).map(lambda raw: raw.hex()),
+    st.binary(min_size=16, max_size=16).map(lambda raw: base64.b64encode(raw).decode().replace("/", "_")),
+    st.tuples(st.text(alphabet=st.sampled_from("ABCDEFabcdef0123456789-._@" + _PUNCTUATION), min_size=7, max_size=39),
+              st.sampled_from(_PUNCTUATION)).map("".join),
+)
+plain_word = st.text(alphabet=st.sampled_from("ABCDEFGHabcdefgh0123456789-._"), min_size=8, max_size=40)
+
+
+@settings(max_examples=80, deadline=None)
+@given(case=st.one_of(st.tuples(looks_secret, st.booleans()), st.tuples(plain_word, st.just(True))))
+def test_secret_typed_as_file_path_never_appears_in_the_error(
+        case: tuple[str, bool], tmp_path_factory: pytest.TempPathFactory) -> None:
+    secret, check_files = case
+    security = f'security = {{ level = "lls", password = {{ file = "{secret}" }} }}'
+    text = BASE + HDLC_METER.replace('security = { level = "none" }', security)
+    with pytest.raises(ConfigError) as info:
+        parse_config(text, file="fleet.toml", base_dir=tmp_path_factory.mktemp("fleet"),
+                     check_secret_files=check_files)
+
+    assert secret not in str(info.value) and secret not in repr(info.value.issues)
+    assert [i.key_path for i in info.value.issues] == ["meters[0].security.password.file"]
+
+
+def test_missing_secret_file_is_named_when_given_as_a_path_but_not_as_a_bare_name(tmp_path: Path) -> None:
+    meters = (HDLC_METER.replace('security = { level = "none" }',
+                                 'security = { level = "lls", password = { file = "hunter2-Pa55word" } }')
+              + HDLC_METER.replace('"lg-1"', '"lg-2"').replace(
+                  'security = { level = "none" }', 'security = { level = "lls", password = { file = "pw/lg-2.pw" } }'))
+    with pytest.raises(ConfigError) as info:
+        parse_config(BASE + meters, file="fleet.toml", base_dir=tmp_path)
+    bare = by_key(list(info.value.issues), "meters[0].security.password.file")
+    path = by_key(list(info.value.issues), "meters[1].security.password.file")
+
+    assert "does not exist" in bare.message and str(tmp_path) in bare.message
+    assert "hunter2" not in str(info.value)
+    assert f"secret file {tmp_path / 'pw' / 'lg-2.pw'} does not exist" in path.message
