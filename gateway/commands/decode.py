@@ -17,6 +17,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from drivers.decode import DecodeLayerError, SecurityKeys, decode_message
 from drivers.decode.text import render_json, render_text
+from gateway.config.secrets import ENV_NAME, looks_like_secret
 
 
 class UsageError(Exception):
@@ -60,6 +61,9 @@ def _key(value: str | None, what: str) -> bytes | None:
         return None
     if value.startswith("env:"):
         name = value[4:]
+        if not ENV_NAME.match(name) or looks_like_secret(name):
+            # Never echo it: a key typed after env: instead of the variable's name is the key itself.
+            raise UsageError(f"{what}: env: must be followed by the name of an environment variable, not a key")
         if name not in os.environ:
             raise UsageError(f"{what}: environment variable {name} is not set")
         value = os.environ[name]

@@ -202,3 +202,11 @@ def test_decode_masks_a_dedicated_key_in_a_plain_initiate_request(capsys: pytest
     out, _ = capsys.readouterr()
     assert "'dedicated_key': '<masked>'" in out
     assert not any(form in out for form in secret_forms(key))
+
+
+@pytest.mark.parametrize("typed", [DUMMY_KEY.upper(), "00:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD:EE:FF"])
+def test_a_key_typed_after_env_is_not_echoed(typed: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["decode", VECTORS.frame(4).data.hex(), "--key", f"env:{typed}"]) == 1
+    out, err = capsys.readouterr()
+    assert "--key: env: must be followed by the name of an environment variable" in err
+    assert typed.lower() not in (out + err).lower() and DUMMY_KEY not in (out + err).lower()
