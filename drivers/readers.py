@@ -10,6 +10,7 @@ GET-with-list is used where the meter profile allows it, in lists of at most ``m
 """
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone, tzinfo
@@ -20,7 +21,7 @@ from dlms_cosem import cosem, enumerations
 from drivers.decode.axdr import Data, DataType, decode_data_exact
 from drivers.decode.cosem_time import CosemDateTime
 from drivers.decode.errors import DecodeLayerError
-from drivers.errors import AccessDenied, ConfigError, DecodeError
+from drivers.errors import AccessDenied, ConfigError, DecodeError, ProfileTooLarge, ProfileUnusable
 from drivers.meters.profiles import (
     QUIRK_DEVIATION_INVERTED,
     CosemObject,
@@ -61,6 +62,18 @@ _INTEGER_TYPES = frozenset({
     DataType.BCD,
 })
 _FLOAT_TYPES = frozenset({DataType.FLOAT32, DataType.FLOAT64})
+
+# How much a profile range read may answer. A meter that ignores the range answers its whole buffer
+# (a fuzzed meter sent 100,000 rows for one day), which must be refused before it becomes events.
+# Extra rows within a range are legitimate (some makes capture a row at power-down/up or a clock
+# set), and a refused range is read again, and refused again, at every poll: the spare is generous
+# so that a busy day never blocks a meter's profile, while a reply off by orders of magnitude is caught.
+_SPARE_ROWS = 16  # beyond the range's capture periods, plus a quarter of them
+_MAX_CELL_BYTES = 64  # a date-time cell is 14 bytes, a long64 9: room for octet-string cells
+_ROW_OVERHEAD_BYTES = 4  # structure tag and length
+_ARRAY_OVERHEAD_BYTES = 6  # array tag and length
+
+log = logging.getLogger(__name__)
 
 
 def utc_now() -> datetime:
@@ -467,6 +480,35 @@ def _scalable(column: CaptureColumn) -> bool:
     return False
 
 
+def profile_row_limit(start: datetime, end: datetime, capture_period_s: int) -> int:
+    """The most rows a range read of [start, end] (inclusive) may answer for a profile capturing
+    every ``capture_period_s`` seconds: its capture periods plus a spare (see ``_SPARE_ROWS``)."""
+    if capture_period_s <= 0:
+        raise ValueError(f"capture period must be positive, got {capture_period_s}")
+    periods = max(0, int((end - start).total_seconds() // capture_period_s)) + 1
+    return periods + periods // 4 + _SPARE_ROWS
+
+
+def _byte_limit(rows: int, columns: int) -> int:
+    return _ARRAY_OVERHEAD_BYTES + rows * (_ROW_OVERHEAD_BYTES + columns * _MAX_CELL_BYTES)
+
+
+def _in_range(
+    meter_id: str, obis: str, rows: tuple[ProfileRow, ...], start: datetime, end: datetime
+) -> tuple[ProfileRow, ...]:
+    """The rows within [start, end]; those outside are dropped with one warning. A meter must not
+    answer them, and accepting them would store intervals nobody asked for (and read them again at
+    every poll). Rows without a time are kept: nothing can place them, the normalizer skips them."""
+    kept = tuple(row for row in rows if row.time is None or start <= row.time <= end)
+    dropped = len(rows) - len(kept)
+    if dropped:
+        log.warning(
+            "meter %s: profile %s: dropped %d of %d row(s) outside the requested range %s .. %s",
+            meter_id, obis, dropped, len(rows), start.isoformat(), end.isoformat(),
+        )
+    return kept
+
+
 async def read_profile(
     session: DlmsSession,
     obis: str,
@@ -476,12 +518,17 @@ async def read_profile(
     meter_tz: tzinfo | None = None,
     scaler_cache: ScalerUnitCache | None = None,
     profile: MeterProfile | None = None,
+    interval_data: bool = False,
 ) -> ProfileReading:
     """A profile generic object read by date range: capture objects, capture period (seconds) and the
     buffer restricted to [start, end] (both None: the whole buffer), register columns scaled.
 
     The range bounds go to the meter in its own zone (``meter_tz``) so that meters ignoring the
-    deviation still select the right entries.
+    deviation still select the right entries. A range read is checked against what was asked: a
+    profile without a clock column is ``ProfileUnusable`` (before its buffer is read); a reply with
+    more rows than the range can hold (``profile_row_limit``), or far more bytes than those rows
+    need, is ``ProfileTooLarge`` (before its rows are decoded); rows outside the range are dropped
+    with a warning. ``interval_data``: the profile must have a capture period (a load profile).
     """
     meter_id = session.meter_id
     obis = normalize_obis(obis)
@@ -503,6 +550,12 @@ async def read_profile(
     period = _number(meter_id, period_data, f"capture period of {obis}")
     if not isinstance(period, int) or period < 0:
         raise DecodeError(meter_id, f"capture period of {obis} is {period}, not a whole number of seconds")
+    if start is not None and not any(c.is_clock for c in columns):
+        # The range restricts on the clock (IEC 62056-6-2 §4.3.6 range_descriptor): without a clock
+        # column the meter cannot honour it and we could not check or place its rows.
+        raise ProfileUnusable(meter_id, f"profile {obis} has no clock column among its capture objects", obis)
+    if interval_data and period == 0:
+        raise ProfileUnusable(meter_id, f"profile {obis} has capture period 0: it holds no interval data", obis)
 
     registers = [CosemObject(c.obis, c.class_id) for c in columns if _scalable(c)]
     scalers = await _scalers(session, registers, scaler_cache, policy)
@@ -517,15 +570,31 @@ async def read_profile(
         scaled_columns.append(column)
 
     buffer = attribute(CLASS_PROFILE_GENERIC, obis, 2)
+    row_limit: int | None = None
     if start is None or end is None:
         raw = await session.get(buffer)
     else:
         if meter_tz is not None:
             start, end = start.astimezone(meter_tz), end.astimezone(meter_tz)
         raw = await session.get_profile_range(buffer, start, end)
+        if period > 0:
+            row_limit = profile_row_limit(start, end, period)
+            byte_limit = _byte_limit(row_limit, len(columns))
+            if len(raw) > byte_limit:
+                raise ProfileTooLarge(
+                    meter_id, f"profile {obis}: {len(raw)} bytes answered for a range of at most {row_limit} "
+                    f"rows (at most {byte_limit} bytes); refused", obis,
+                )
     rows = parse_profile_buffer(
         meter_id, raw, scaled_columns, capture_period_s=period, meter_tz=meter_tz, quirks=quirks,
     )
+    if start is not None and end is not None:
+        if row_limit is not None and len(rows) > row_limit:
+            raise ProfileTooLarge(
+                meter_id, f"profile {obis}: {len(rows)} rows answered for a range of at most {row_limit} "
+                f"rows; refused", obis,
+            )
+        rows = _in_range(meter_id, obis, rows, start.astimezone(timezone.utc), end.astimezone(timezone.utc))
     return ProfileReading(
         obis=obis, columns=tuple(scaled_columns), capture_period_s=period,
         start=None if start is None else start.astimezone(timezone.utc),
@@ -548,7 +617,9 @@ async def read_event_log(
     meter_tz: tzinfo | None = None,
     profile: MeterProfile | None = None,
 ) -> tuple[EventLogEntry, ...]:
-    """An event log (a profile generic of clock + event code + optional values), by range or whole."""
+    """An event log (a profile generic of clock + event code + optional values), by range or whole.
+
+    A range read is checked as ``read_profile`` checks it: entries outside the range are dropped."""
     reading = await read_profile(session, obis, start, end, meter_tz=meter_tz, profile=profile)
     code_index = next((i for i, c in enumerate(reading.columns) if _is_event_code(c)), None)
     if code_index is None:

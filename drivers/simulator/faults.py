@@ -7,7 +7,7 @@ watch the next poll succeed. The servers consult it on every exchange; nothing i
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from dlms_cosem.enumerations import DataAccessResult
 
@@ -29,6 +29,11 @@ class MeterFaults:
         those that ask for one of these OBIS codes.
     lost_profile: (start, end): the load profile rows captured in [start, end) are gone from the
         meter's memory (a power cut that took them): range reads return the rows around them only.
+    range_slack: a range read of a profile (load profile or event log) selects this much more on
+        both sides of the range asked: a meter that does not honour the range's bounds.
+    ignores_range: profile OBIS codes whose range reads answer the whole buffer (as a meter did
+        that answered 100,000 rows to a one-day request).
+    load_profile_without_clock: the load profile's capture objects (and its rows) lack the clock.
     """
 
     latency_ms: int = 0
@@ -40,14 +45,20 @@ class MeterFaults:
     list_answer: bytes | None = None
     list_answer_obis: frozenset[str] = field(default_factory=frozenset)
     lost_profile: tuple[datetime, datetime] | None = None
+    range_slack: timedelta = timedelta(0)
+    ignores_range: frozenset[str] = field(default_factory=frozenset)
+    load_profile_without_clock: bool = False
 
     def __post_init__(self) -> None:
         if self.latency_ms < 0:
             raise ValueError(f"latency_ms must be >= 0, got {self.latency_ms}")
+        if self.range_slack < timedelta(0):
+            raise ValueError(f"range_slack must be >= 0, got {self.range_slack}")
         # Accept any iterable of OBIS strings but store frozensets so the value stays hashable.
         object.__setattr__(self, "access_denied", frozenset(self.access_denied))
         object.__setattr__(self, "unavailable", frozenset(self.unavailable))
         object.__setattr__(self, "list_answer_obis", frozenset(self.list_answer_obis))
+        object.__setattr__(self, "ignores_range", frozenset(self.ignores_range))
 
     def access_result(self, obis: str) -> DataAccessResult | None:
         """The injected data-access-result for a GET on `obis`, or None to serve it normally."""

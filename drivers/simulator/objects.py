@@ -11,7 +11,7 @@ entry_descriptor selector 2).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
 from typing import Callable
 
@@ -285,16 +285,37 @@ class ObjectModel:
             return _scaler_unit(value.scaler, value.unit)
         return DataAccessResult.OBJECT_UNDEFINED
 
+    def _columns(self, is_load: bool) -> tuple[CaptureObject, ...]:
+        if not is_load:
+            return EVENT_LOG_COLUMNS
+        if self.meter.faults.load_profile_without_clock:
+            return LOAD_PROFILE_COLUMNS[1:]
+        return LOAD_PROFILE_COLUMNS
+
+    def _misread(self, obis: str, selection: Selection) -> Selection:
+        """The selection as a faulty meter applies it (``range_slack``, ``ignores_range``)."""
+        faults = self.meter.faults
+        if selection.from_ is None or selection.to is None:
+            return selection
+        if obis in faults.ignores_range:
+            return replace(selection, from_=None, to=None)
+        if faults.range_slack:
+            return replace(selection, from_=selection.from_ - faults.range_slack, to=selection.to + faults.range_slack)
+        return selection
+
     def _profile(
         self, obis: str, attribute: int, selector: int | None, params: bytes, now: datetime
     ) -> bytes | DataAccessResult:
         is_load = obis == m.OBIS_LOAD_PROFILE
-        columns = LOAD_PROFILE_COLUMNS if is_load else EVENT_LOG_COLUMNS
+        columns = self._columns(is_load)
         profile = self.meter.config.profile
         if attribute == 2:
             selection = Selection()
             if selector is not None:
-                selection = _parse_selection(selector, params, columns, self.meter.local_timezone)
+                # Parsed against the full columns: the clock restricts the range even when a
+                # faulty load profile does not capture it.
+                full = LOAD_PROFILE_COLUMNS if is_load else EVENT_LOG_COLUMNS
+                selection = self._misread(obis, _parse_selection(selector, params, full, self.meter.local_timezone))
             return self._buffer(is_load, selection, now)
         if attribute == 3:
             return b"\x01" + encode_length(len(columns)) + b"".join(c.encode() for c in columns)
@@ -317,9 +338,10 @@ class ObjectModel:
         if is_load:
             rows = _apply_entries(self.meter.profile_rows(selection.from_, selection.to, now), selection)
             rows = [r for r in rows if not self.meter.faults.profile_row_lost(r.clock)]
+            clock = not self.meter.faults.load_profile_without_clock
             cells = [
                 [
-                    _octet(encode_cosem_datetime(r.clock.replace(tzinfo=None), deviation)),
+                    *([_octet(encode_cosem_datetime(r.clock.replace(tzinfo=None), deviation))] if clock else []),
                     b"\x11" + bytes((r.status,)),
                     _energy_cell(r.energy_import),
                     _energy_cell(r.energy_export),

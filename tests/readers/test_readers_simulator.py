@@ -5,6 +5,7 @@ The simulator's clock is frozen, so its oracle (``expected_register``, ``expecte
 """
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import datetime, timedelta, timezone
@@ -12,7 +13,7 @@ from decimal import Decimal
 
 import pytest
 
-from drivers.errors import AccessDenied
+from drivers.errors import AccessDenied, ProfileTooLarge, ProfileUnusable
 from drivers.meters import MeterProfile, get_profile, profile_for
 from drivers.readers import (
     ScalerUnitCache,
@@ -227,3 +228,70 @@ async def test_readers_work_at_every_security_level(level: SecurityLevel, framin
     imp = day.column("1.0.1.8.0.255")
     assert [row.values[imp] for row in day.rows] == [
         Decimal(r.energy_import) for r in expected_profile_rows(meter, DAY_START, DAY_END, now=NOW)]
+
+
+# -- range reads checked against what was asked ----------------------------------------------------
+
+
+async def test_profile_rows_outside_the_range_are_dropped_counted_and_warned(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    profile = get_profile("kamstrup", "omnipower")
+    # The meter answers an hour more on both sides: 4 rows before the range and 4 after it.
+    faults = MeterFaults(range_slack=timedelta(hours=1))
+    async with simulator_with("omnipower", faults) as simulator:
+        meter = simulator.meter("m1")
+        async with session(transport_for(simulator, "m1", Framing.WRAPPER, profile), profile) as dlms:
+            with caplog.at_level(logging.WARNING, logger="drivers.readers"):
+                day = await read_profile(dlms, "1.0.99.1.0.255", DAY_START, DAY_END, meter_tz=UTC_PLUS_1,
+                                         profile=profile)
+    want = expected_profile_rows(meter, DAY_START, DAY_END, now=NOW)
+    assert [row.time for row in day.rows] == [w.clock.astimezone(timezone.utc) for w in want]
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warnings == [
+        f"meter m1: profile 1.0.99.1.0.255: dropped 8 of 104 row(s) outside the requested range "
+        f"{DAY_START.astimezone(timezone.utc).isoformat()} .. {DAY_END.astimezone(timezone.utc).isoformat()}"
+    ]
+
+
+async def test_event_log_entries_outside_the_range_are_dropped() -> None:
+    profile = get_profile("landis_gyr", "e450")
+    slack = timedelta(days=10)
+    start, end = DAY_START - timedelta(days=14), DAY_START - timedelta(days=7)
+    async with simulator_with("e450", MeterFaults(range_slack=slack)) as simulator:
+        meter = simulator.meter("m1")
+        async with session(transport_for(simulator, "m1", Framing.WRAPPER, profile), profile) as dlms:
+            events = await read_event_log(dlms, "0.0.99.98.0.255", start, end, meter_tz=UTC_PLUS_1, profile=profile)
+    want = expected_events(meter, start, end, NOW)
+    assert len(expected_events(meter, start - slack, end + slack, NOW)) > len(want) > 0, "the seed must give both"
+    assert [(e.time, e.code) for e in events] == [(w.clock.astimezone(timezone.utc), w.code) for w in want]
+
+
+@pytest.mark.parametrize("faults, measure", [
+    # The whole buffer (40 days): refused on its size, before its rows are decoded.
+    (MeterFaults(ignores_range=frozenset({"1.0.99.1.0.255"})), "bytes"),
+    # Three days more on both sides: small enough in bytes, too many rows.
+    (MeterFaults(range_slack=timedelta(days=3)), "rows"),
+], ids=["whole-buffer", "wider-range"])
+async def test_a_profile_reply_larger_than_its_range_is_refused(faults: MeterFaults, measure: str) -> None:
+    profile = get_profile("kamstrup", "omnipower")
+    async with simulator_with("omnipower", faults) as simulator:
+        async with session(transport_for(simulator, "m1", Framing.WRAPPER, profile), profile) as dlms:
+            with pytest.raises(ProfileTooLarge) as caught:
+                await read_profile(dlms, "1.0.99.1.0.255", DAY_START, DAY_END, meter_tz=UTC_PLUS_1, profile=profile)
+            clock = await read_clock(dlms, UTC_PLUS_1, now=lambda: NOW)  # the session goes on
+    assert caught.value.meter_id == "m1" and caught.value.obis == "1.0.99.1.0.255"
+    assert f"{measure} answered for a range of at most 136 rows" in str(caught.value)  # 96 periods + 24 + 16
+    assert clock.meter_time.tzinfo is timezone.utc
+
+
+async def test_a_range_read_of_a_profile_without_a_clock_column_is_refused() -> None:
+    profile = get_profile("kamstrup", "omnipower")
+    async with simulator_with("omnipower", MeterFaults(load_profile_without_clock=True)) as simulator:
+        async with session(transport_for(simulator, "m1", Framing.WRAPPER, profile), profile) as dlms:
+            with pytest.raises(ProfileUnusable) as caught:
+                await read_profile(dlms, "1.0.99.1.0.255", DAY_START, DAY_END, meter_tz=UTC_PLUS_1, profile=profile)
+            whole = await read_profile(dlms, "1.0.99.1.0.255", None, None, meter_tz=UTC_PLUS_1, profile=profile)
+    assert caught.value.meter_id == "m1" and "no clock column" in str(caught.value)
+    # Read whole, the same profile decodes: its rows just have no time.
+    assert whole.rows and all(row.time is None for row in whole.rows)
