@@ -10,7 +10,9 @@ What is emitted, and when, so that a re-read adds nothing:
 * ``MeterRegistered`` on first contact or when make, model, serial or firmware changed;
 * ``RegisterRead`` per register reading newer than the stored value of that OBIS code;
 * ``IntervalsRecorded`` with the profile rows after the last stored interval end of that profile,
-  cut per UTC year (``split_by_year``); a row of 31 December read on 1 January goes to last year;
+  one event per UTC day of the rows' end times (so per UTC year too: a row of 31 December read on
+  1 January goes to last year's stream), cut further where a day's rows would encode to more than
+  ``MAX_INTERVALS_EVENT_BYTES`` (a store item, e.g. a Cosmos DB commit, has a size limit);
 * ``ClockChecked`` for each clock reading, plus ``ClockDriftDetected`` over the drift threshold;
 * ``MeterEventLogged`` per event log entry after the last stored entry of that log (see
   ``_event_log_end``);
@@ -26,13 +28,18 @@ gaps). It is reported by the first poll that brings a good row after it.
 A year stream that does not exist yet starts with ``YearStreamOpened`` carrying the closing state of
 the meter's latest earlier stream (including the events this plan appends to it), as
 ``MeterState.open_year`` builds it.
+
+A reading whose content, as the meter sent it, cannot be turned into events (a load profile without a
+clock column or capture period, a time outside the years a stream can have) is an ``UnusableReading``.
+``usable_readings`` sets such readings aside, so that a caller records the rest of the poll and
+reports them as their step's error; ``normalize`` raises it when given one.
 """
 from __future__ import annotations
 
 import bisect
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from dataclasses import dataclass, field, replace
+from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Final
 
@@ -52,11 +59,12 @@ from gateway.events import (
     to_new_event,
 )
 from gateway.meter import MeterState
-from gateway.poll_result import PollResult
+from gateway.poll_result import PollResult, PollStep
 from gateway.repository import MeterRepository
+from gateway.store import codec
 from gateway.store.codec import iso_utc
 from gateway.store.model import NO_STREAM, EventMetadata, NewEvent
-from gateway.streams import split_by_year, stream_id, year_of
+from gateway.streams import MAX_YEAR, MIN_YEAR, split_by_year, stream_id, year_of
 from gateway.quantities import Quantity, event_meaning, quantity_of
 from gateway.vee import (
     GOOD,
@@ -78,6 +86,16 @@ class NormalizeError(ValueError):
     def __init__(self, meter_id: str, message: str) -> None:
         self.meter_id = meter_id
         super().__init__(f"meter {meter_id!r}: {message}")
+
+
+class UnusableReading(NormalizeError):
+    """A reading of ``step`` (``obis``: its object) that cannot become events as the meter sent it."""
+
+    def __init__(self, meter_id: str, step: PollStep, obis: str, message: str) -> None:
+        self.step: PollStep = step
+        self.obis = obis
+        self.reason = message
+        super().__init__(meter_id, message)
 
 
 class MissingState(NormalizeError):
@@ -120,6 +138,12 @@ class AppendPlan:
     state_after: MeterState  # the stream's state once ``events`` are appended
 
 
+MAX_INTERVALS_EVENT_BYTES: Final = 64 * 1024
+"""Encoded payload of one ``IntervalsRecorded`` at most (a single row may exceed it alone): a quarter
+of the Cosmos DB commit limit (256 KB), so that no event is ever refused (and set aside) for its
+size; a day of 15-minute rows with up to about eight channels is one event."""
+
+
 # --- public functions ----------------------------------------------------------------------------
 
 
@@ -135,6 +159,52 @@ def needed_years(poll: PollResult) -> frozenset[int]:
         moments.extend(row.time for row in profile.rows if row.time is not None)
     moments.extend(entry.time for entry in poll.events if entry.time is not None)
     return frozenset(moment.astimezone(timezone.utc).year for moment in moments)
+
+
+def usable_readings(poll: PollResult) -> tuple[PollResult, tuple[UnusableReading, ...]]:
+    """``poll`` without the readings ``normalize`` cannot use, and why each was set aside (at most
+    one per step and object). A profile is set aside whole (its rows cannot be placed or its
+    intervals not measured); a reading dated outside the years a stream can have, alone."""
+    meter_id = poll.meter_id
+    unusable: dict[tuple[PollStep, str], UnusableReading] = {}
+
+    def set_aside(step: PollStep, obis: str, message: str) -> None:
+        unusable.setdefault((step, obis), UnusableReading(meter_id, step, obis, message))
+
+    first_read: dict[str, ProfileReading] = {}
+    for profile in poll.profiles:
+        problem = _profile_problem(profile) or _merge_problem(first_read.setdefault(profile.obis, profile), profile)
+        if problem is not None:
+            set_aside("load_profile", profile.obis, problem)
+    profiles = []
+    for profile in poll.profiles:
+        if ("load_profile", profile.obis) in unusable:
+            continue
+        rows = tuple(row for row in profile.rows if row.time is None or _storable(row.time))
+        if len(rows) != len(profile.rows):
+            set_aside("load_profile", profile.obis, f"profile {profile.obis}: "
+                      f"{len(profile.rows) - len(rows)} row(s) dated outside {MIN_YEAR}..{MAX_YEAR} set aside")
+            profile = replace(profile, rows=rows)
+        profiles.append(profile)
+    registers = []
+    for register in poll.registers:
+        capture = register.capture_time if isinstance(register, RegisterReading) else None
+        if capture is not None and not _storable(capture):
+            set_aside("registers", register.obis, f"register {register.obis} captured at {capture.isoformat()}, "
+                      f"outside {MIN_YEAR}..{MAX_YEAR}")
+            continue
+        registers.append(register)
+    events = []
+    for entry in poll.events:
+        if entry.time is not None and not _storable(entry.time):
+            set_aside("event_log", entry.log_obis, f"event log {entry.log_obis}: an entry dated "
+                      f"{entry.time.isoformat()}, outside {MIN_YEAR}..{MAX_YEAR}, set aside")
+            continue
+        events.append(entry)
+    if not unusable:
+        return poll, ()
+    return replace(poll, profiles=tuple(profiles), registers=tuple(registers), events=tuple(events)), tuple(
+        unusable.values())
 
 
 async def load_states(repository: MeterRepository, meter_id: str, years: Iterable[int]) -> dict[int, MeterState]:
@@ -340,15 +410,13 @@ class _Builder:
 
     def _profile(self, profile: ProfileReading) -> None:
         meter_id = self.meter.id
-        clock_index = next((i for i, c in enumerate(profile.columns) if c.is_clock), None)
-        if clock_index is None:
-            raise NormalizeError(meter_id, f"profile {profile.obis} has no clock column")
+        problem = _profile_problem(profile)
+        if problem is not None:
+            raise UnusableReading(meter_id, "load_profile", profile.obis, problem)
+        clock_index = next(i for i, c in enumerate(profile.columns) if c.is_clock)
         status_index = next((i for i, c in enumerate(profile.columns) if _is_status(c)), None)
         channels = _channels(profile, exclude={clock_index, status_index})
         period = profile.capture_period_s
-        if period <= 0 and profile.rows:
-            # Intervals and gaps need a period; an event-driven profile is not a load profile.
-            raise NormalizeError(meter_id, f"profile {profile.obis} has capture period {period} s")
         last_end = self.known.interval_ends.get(profile.obis)
 
         rows = _new_rows(profile.rows, last_end)
@@ -398,9 +466,7 @@ class _Builder:
         for time, flags in flags_by_row:
             if time <= horizon:
                 self.events.extend(flags)
-        self.events.append(IntervalsRecorded(
-            meter_id=meter_id, profile_obis=profile.obis, capture_period_s=period, rows=tuple(accepted),
-        ))
+        self.events.extend(_interval_events(meter_id, profile.obis, period, accepted))
         self.events.extend(_gaps(meter_id, profile, period, last_end, present, empty, horizon))
 
     def _suspect(self, obis: str, value: Decimal, time: datetime, reason: str) -> SuspectReadingFlagged:
@@ -451,6 +517,54 @@ class _Builder:
             if event.event_id() not in seen:
                 seen.add(event.event_id())
                 self.events.append(event)
+
+
+def _interval_events(meter_id: str, obis: str, period_s: int, rows: Sequence[IntervalRow]) -> list[IntervalsRecorded]:
+    """The accepted rows (in time order) as one event per UTC day of their end times, each cut in
+    halves until it encodes to at most ``MAX_INTERVALS_EVENT_BYTES``. UTC, not the meter's local
+    day: the cut (and so each event's id) must not move when the meter's configured zone does, and a
+    UTC day never spans two year streams. A catch-up of a week is then seven events, not one."""
+    days: dict[date, list[IntervalRow]] = {}
+    for row in rows:
+        days.setdefault(row.end_time.astimezone(timezone.utc).date(), []).append(row)
+    events: list[IntervalsRecorded] = []
+    for day in sorted(days):
+        events.extend(_bounded(IntervalsRecorded(
+            meter_id=meter_id, profile_obis=obis, capture_period_s=period_s, rows=tuple(days[day]),
+        )))
+    return events
+
+
+def _bounded(event: IntervalsRecorded) -> list[IntervalsRecorded]:
+    if len(event.rows) == 1 or len(codec.dumps(event.to_data()).encode()) <= MAX_INTERVALS_EVENT_BYTES:
+        return [event]
+    half = len(event.rows) // 2
+    return _bounded(replace(event, rows=event.rows[:half])) + _bounded(replace(event, rows=event.rows[half:]))
+
+
+def _profile_problem(profile: ProfileReading) -> str | None:
+    """Why a load profile reading cannot become intervals (None: it can)."""
+    if not any(c.is_clock for c in profile.columns):
+        return f"profile {profile.obis} has no clock column"
+    if profile.capture_period_s <= 0 and profile.rows:
+        # Intervals and gaps need a period; an event-driven profile is not a load profile.
+        return f"profile {profile.obis} has capture period {profile.capture_period_s} s"
+    return None
+
+
+def _merge_problem(first: ProfileReading, other: ProfileReading) -> str | None:
+    """Why two reads of one profile in a poll cannot be merged (None: they can)."""
+    if first.columns != other.columns or first.capture_period_s != other.capture_period_s:
+        return f"two reads of profile {first.obis} with different capture objects"
+    return None
+
+
+def _storable(moment: datetime) -> bool:
+    """A reading at ``moment`` has a year stream to go to."""
+    try:
+        return MIN_YEAR <= moment.astimezone(timezone.utc).year <= MAX_YEAR
+    except OverflowError:  # an instant beyond datetime's range once in UTC
+        return False
 
 
 def _event_log_end(state: MeterState, log_obis: str) -> datetime | None:
@@ -523,8 +637,9 @@ def _merge_profiles(meter_id: str, profiles: Sequence[ProfileReading]) -> list[P
         if other is None:
             merged[profile.obis] = profile
             continue
-        if other.columns != profile.columns or other.capture_period_s != profile.capture_period_s:
-            raise NormalizeError(meter_id, f"two reads of profile {profile.obis} with different capture objects")
+        problem = _merge_problem(other, profile)
+        if problem is not None:
+            raise UnusableReading(meter_id, "load_profile", profile.obis, problem)
         starts = [s for s in (other.start, profile.start) if s is not None]
         ends = [e for e in (other.end, profile.end) if e is not None]
         merged[profile.obis] = ProfileReading(
@@ -660,6 +775,6 @@ def _dedupe(events: Sequence[DomainEvent]) -> list[DomainEvent]:
 
 
 __all__ = [
-    "AppendPlan", "MissingState", "NormalizeError", "NormalizeSettings",
-    "load_states", "needed_years", "normalize", "plan_poll",
+    "MAX_INTERVALS_EVENT_BYTES", "AppendPlan", "MissingState", "NormalizeError", "NormalizeSettings",
+    "UnusableReading", "load_states", "needed_years", "normalize", "plan_poll", "usable_readings",
 ]
