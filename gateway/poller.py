@@ -21,21 +21,25 @@ loaded would keep readings in memory only, which a restart loses anyway.)
 
 Failure is data, not an exception: every ``DriverError`` (and a missing secret, an unknown profile)
 becomes a ``StepError`` in the summary and the health row, and whatever was read before the failure
-is still stored. Reading stops at ``deadline`` (an ``anyio.current_time()`` instant), so a dead meter
-costs no more than that; storing what was read happens after, outside the deadline.
+is still stored. A reply the meter refused or that cannot be used (``AccessDenied``,
+``UnusableReply``: a profile far larger than its range, without a clock column) fails its step
+alone: the session goes on with the next step. So does a reading the normalizer cannot use
+(``gateway.normalize.usable_readings``): it is set aside as its step's error, the rest is stored.
+Reading stops at ``deadline`` (an ``anyio.current_time()`` instant), so a dead meter costs no more
+than that; storing what was read happens after, outside the deadline.
 """
 from __future__ import annotations
 
 import logging
 import os
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from typing import Callable, Iterable, Mapping
 
 import anyio
 
-from drivers.errors import DriverError
+from drivers.errors import DriverError, UnusableReply
 from drivers.meters import MeterProfile, profile_for
 from drivers.readers import (
     ScalerUnitCache,
@@ -69,7 +73,13 @@ from gateway.events import ReadingGapDetected, SuspectReadingFlagged
 from gateway.health import HealthStore, PollOutcome
 from gateway.meter import MeterState
 from gateway.logsetup import register_secret
-from gateway.normalize import AppendPlan, NormalizeSettings, load_states, plan_poll
+from gateway.normalize import (
+    AppendPlan,
+    NormalizeSettings,
+    load_states,
+    plan_poll,
+    usable_readings,
+)
 from gateway.poll_result import PollResult, PollStep, StepError
 from gateway.cached_repository import CachingRepository
 from gateway.repository import MeterRepository
@@ -259,6 +269,11 @@ class Poller:
             registers=tuple(reads.registers), profiles=tuple(reads.profiles), events=tuple(reads.events),
             errors=tuple(reads.errors),
         )
+        usable, unusable = usable_readings(result)
+        if unusable:
+            result = replace(usable, errors=usable.errors + tuple(
+                StepError(u.step, type(u).__name__, _safe(u), obis=u.obis) for u in unusable
+            ))
         store_error: str | None = None
         try:
             stored, already, streams, plans = await self._store(meter, result)
@@ -414,9 +429,11 @@ class Poller:
                         except DriverError as exc:
                             if not session.usable:
                                 raise
-                            # The meter refused one object, or one answer did not decode: the
+                            # The meter refused one object, answered it unusably (a reply far larger
+                            # than asked, refused unread) or one answer did not decode: the
                             # association is still good, so this step fails alone.
-                            reads.errors.append(StepError(current, type(exc).__name__, _safe(exc)))
+                            obis = exc.obis if isinstance(exc, UnusableReply) else None
+                            reads.errors.append(StepError(current, type(exc).__name__, _safe(exc), obis=obis))
             except DriverError as exc:
                 reads.errors.append(StepError(current, type(exc).__name__, _safe(exc)))
                 retryable = True
@@ -454,7 +471,7 @@ class Poller:
             for start, end in catch_up_ranges(interval_ends.get(profile.load_profile), now, self.settings):
                 reads.profiles.append(await read_profile(
                     session, profile.load_profile, start, end, meter_tz=tz, scaler_cache=self.scalers,
-                    profile=profile,
+                    profile=profile, interval_data=True,
                 ))
         elif step == "event_log":
             for log_obis in profile.event_logs:
