@@ -73,23 +73,19 @@ class ConfigError(DriverError):
 
 class UnusableReply(DecodeError):
     """A reply arrived and decodes, but cannot be used for what was asked (a profile far larger than
-    its range, a range read of a profile without a clock column). The association is still good:
-    only the step that asked fails, the session goes on with the next one."""
+    its range, a range read of a profile without a clock column); ``obis`` names the object. The
+    association is still good: only the step that asked fails, the session goes on with the next."""
+
+    def __init__(self, meter_id: str | None, message: str, obis: str) -> None:
+        super().__init__(meter_id, message)
+        self.obis = obis
 
 
 class ProfileTooLarge(UnusableReply):
     """A profile range read answered with more rows (or bytes) than the range can hold; refused
     unread, so that a meter ignoring the range never becomes huge events."""
 
-    def __init__(self, meter_id: str | None, message: str, obis: str) -> None:
-        super().__init__(meter_id, message)
-        self.obis = obis
-
 
 class ProfileUnusable(UnusableReply):
     """A profile's header makes its rows unusable for the read asked (no clock column to place a row
     in time, no capture period for interval data)."""
-
-    def __init__(self, meter_id: str | None, message: str, obis: str) -> None:
-        super().__init__(meter_id, message)
-        self.obis = obis
