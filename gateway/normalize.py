@@ -32,7 +32,7 @@ the meter's latest earlier stream (including the events this plan appends to it)
 A reading whose content, as the meter sent it, cannot be turned into events (a load profile without a
 clock column or capture period, a time outside the years a stream can have) is an ``UnusableReading``.
 ``usable_readings`` sets such readings aside, so that a caller records the rest of the poll and
-reports them as their step's error; ``normalize`` raises it when given one.
+reports them as their step's error; ``normalize`` refuses a poll that still holds one.
 """
 from __future__ import annotations
 
@@ -94,7 +94,6 @@ class UnusableReading(NormalizeError):
     def __init__(self, meter_id: str, step: PollStep, obis: str, message: str) -> None:
         self.step: PollStep = step
         self.obis = obis
-        self.reason = message
         super().__init__(meter_id, message)
 
 
