@@ -23,13 +23,18 @@ Tables (all prefixed ``outbox_``: the file also holds the gateway's ``meter_heal
   put after it, without the far store (which may be out of reach for hours).
 * ``outbox_totals``: depth and payload bytes of ``outbox_pending``, kept exact by triggers, so
   ``state()`` and the size bound cost one row read whatever the depth.
+* ``outbox_alarm``: whether the full alarm is on (since when) and how many puts were refused in
+  all, so every process using the file (``gateway status`` beside ``gateway run``) sees the same.
 
 Size bound: ``max_bytes`` counts the stored payload (event envelope JSON, stream id, event id) of
-pending events; the file itself is larger (indexes, WAL, free pages; about 2x). A put that would
-pass the bound is refused whole with ``OutboxFull`` and nothing already stored is dropped. The
-alarm (one ERROR log line, ``state().full``) goes on at the first refusal and off (one WARNING
-line) once the forwarder has drained the outbox below ``RESUME_FRACTION`` of the bound, so a
-producer hovering at the limit does not flood the log.
+pending events; the file itself is larger (row and index overhead, the event id stored twice, the
+WAL, free pages; see ``gateway.bench.outbox_size`` for the measured ratio). A put that would pass the
+bound is refused whole with ``OutboxFull`` and nothing already stored is dropped. The alarm (one
+ERROR log line, ``state().full``) goes on at the first refusal and off (one WARNING line) once the
+forwarder has drained the outbox below ``RESUME_FRACTION`` of the bound, so a producer hovering at
+the limit does not flood the log; refusals in between are only counted (``state().refused_puts``).
+The alarm lives in the file (``outbox_alarm``): it is on for every process that opens it, and a
+restart neither repeats nor forgets it.
 
 The file is owned through ``gateway.sqlite_file`` (one serialised connection, calls in a worker thread).
 """
@@ -107,6 +112,13 @@ CREATE TABLE IF NOT EXISTS outbox_totals (
     bytes INTEGER NOT NULL
 );
 INSERT OR IGNORE INTO outbox_totals (id, depth, bytes) VALUES (1, 0, 0);
+CREATE TABLE IF NOT EXISTS outbox_alarm (
+    id           INTEGER PRIMARY KEY CHECK (id = 1),
+    full         INTEGER NOT NULL,
+    full_since   REAL,
+    refused_puts INTEGER NOT NULL
+);
+INSERT OR IGNORE INTO outbox_alarm (id, full, full_since, refused_puts) VALUES (1, 0, NULL, 0);
 CREATE TRIGGER IF NOT EXISTS outbox_pending_added AFTER INSERT ON outbox_pending BEGIN
     UPDATE outbox_totals SET depth = depth + 1, bytes = bytes + NEW.size WHERE id = 1;
 END;
@@ -140,6 +152,8 @@ class OutboxState:
     full: bool  # the full alarm is on (see the module docstring)
     oldest_age_s: float | None  # age of the oldest pending event; None when empty
     poisoned: int  # events set aside in outbox_poison
+    refused_puts: int = 0  # puts refused as the outbox was full, in all (the file's lifetime)
+    full_since: datetime | None = None  # when the full alarm went on; None while it is off
 
 
 @dataclass(frozen=True, slots=True)
@@ -248,7 +262,6 @@ class Outbox:
         self.max_bytes = max_bytes
         self.forwarded_retention_s = forwarded_retention_s
         self._clock = clock
-        self._full = False
         self._last_prune = 0.0
         self._changed = anyio.Event()
 
@@ -319,9 +332,9 @@ class Outbox:
             rows.append((stream_id, event.event_id, envelope, size))
         now = self._clock()
 
-        def insert(conn: sqlite3.Connection) -> tuple[int, int, int, int]:
-            """(queued, bytes pending after, bytes needed, bytes pending before); 0 queued + needed
-            > 0 means refused."""
+        def insert(conn: sqlite3.Connection) -> tuple[int, int, int, int, bool]:
+            """(queued, bytes pending after, bytes needed, bytes pending before, alarm changed);
+            0 queued + needed > 0 means refused."""
             conn.execute("BEGIN IMMEDIATE")
             try:
                 known: dict[str, str] = {}
@@ -342,24 +355,32 @@ class Outbox:
                 used = conn.execute("SELECT bytes FROM outbox_totals WHERE id = 1").fetchone()[0]
                 needed = sum(row[3] for row in new_rows)
                 if new_rows and used + needed > self.max_bytes:
-                    conn.execute("ROLLBACK")
-                    return 0, used, needed, used
+                    # Refused: nothing is stored but the refusal itself (counted, and the alarm
+                    # switched on by the first one), so every process sees the outbox is full.
+                    was_full = _alarm_on(conn)
+                    conn.execute(
+                        "UPDATE outbox_alarm SET full = 1, full_since = coalesce(full_since, ?),"
+                        " refused_puts = refused_puts + 1 WHERE id = 1",
+                        (now,),
+                    )
+                    conn.execute("COMMIT")
+                    return 0, used, needed, used, not was_full
                 conn.executemany(
                     "INSERT INTO outbox_pending (stream_id, event_id, envelope, size, queued_at)"
                     " VALUES (?, ?, ?, ?, ?)",
                     [(*row, now) for row in new_rows],
                 )
+                cleared = self._clear_alarm_if_drained(conn, used + needed)
                 conn.execute("COMMIT")
             except BaseException:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
                 raise
-            return len(new_rows), used + needed, needed, used
+            return len(new_rows), used + needed, needed, used, cleared
 
-        queued, used_after, needed, used_before = await self._run(insert)
+        queued, used_after, needed, used_before, alarm_changed = await self._run(insert)
         if queued == 0 and needed > 0:
-            if not self._full:
-                self._full = True
+            if alarm_changed:
                 log.error(
                     "outbox %s is FULL: %d of %d bytes pending; new events are refused until the "
                     "forwarder drains it (is the far store reachable?)",
@@ -369,38 +390,56 @@ class Outbox:
         if queued:
             self._changed.set()
             self._changed = anyio.Event()
-        self._maybe_clear_alarm(used_after)
+        if alarm_changed:
+            self._log_accepting(used_after)
         return PutResult(queued=queued, already_known=len(batch) - queued)
 
-    def _maybe_clear_alarm(self, used: int) -> None:
-        if self._full and used <= self.max_bytes * RESUME_FRACTION:
-            self._full = False
-            log.warning(
-                "outbox %s accepts events again: %d of %d bytes pending", self.path, used, self.max_bytes
-            )
+    def _clear_alarm_if_drained(self, conn: sqlite3.Connection, used: int) -> bool:
+        """Switch the alarm off (in the caller's transaction) if it is on and ``used`` bytes are
+        pending at most ``RESUME_FRACTION`` of the bound; whether it was switched off."""
+        if used > self.max_bytes * RESUME_FRACTION or not _alarm_on(conn):
+            return False
+        conn.execute("UPDATE outbox_alarm SET full = 0, full_since = NULL WHERE id = 1")
+        return True
+
+    def _log_accepting(self, used: int) -> None:
+        log.warning(
+            "outbox %s accepts events again: %d of %d bytes pending", self.path, used, self.max_bytes
+        )
 
     # -- reading --------------------------------------------------------------------------------
 
     async def state(self) -> OutboxState:
-        def read(conn: sqlite3.Connection) -> tuple[int, int, float | None, int]:
-            depth, used = conn.execute(
-                "SELECT depth, bytes FROM outbox_totals WHERE id = 1"
-            ).fetchone()
-            oldest = conn.execute(
-                "SELECT queued_at FROM outbox_pending ORDER BY seq LIMIT 1"
-            ).fetchone()
-            poisoned = conn.execute("SELECT count(*) FROM outbox_poison").fetchone()[0]
-            return depth, used, None if oldest is None else oldest[0], poisoned
+        def read(conn: sqlite3.Connection) -> tuple[int, int, float | None, int, tuple[int, float | None, int]]:
+            conn.execute("BEGIN")  # one snapshot
+            try:
+                depth, used = conn.execute(
+                    "SELECT depth, bytes FROM outbox_totals WHERE id = 1"
+                ).fetchone()
+                oldest = conn.execute(
+                    "SELECT queued_at FROM outbox_pending ORDER BY seq LIMIT 1"
+                ).fetchone()
+                poisoned = conn.execute("SELECT count(*) FROM outbox_poison").fetchone()[0]
+                alarm = conn.execute(
+                    "SELECT full, full_since, refused_puts FROM outbox_alarm WHERE id = 1"
+                ).fetchone()
+            finally:
+                conn.execute("COMMIT")
+            return depth, used, None if oldest is None else oldest[0], poisoned, tuple(alarm)
 
-        depth, used, oldest, poisoned = await self._run(read)
+        depth, used, oldest, poisoned, (alarm, since, refused) = await self._run(read)
+        # The alarm as the file records it (raised by whichever process was refused); a bound
+        # reached shows as full even before a put is refused.
+        full = bool(alarm) or used >= self.max_bytes
         return OutboxState(
             depth=depth,
             bytes=used,
             max_bytes=self.max_bytes,
-            # A fresh process (gateway status) has no alarm memory; a bound reached still shows.
-            full=self._full or used >= self.max_bytes,
+            full=full,
             oldest_age_s=None if oldest is None else max(0.0, self._clock() - oldest),
             poisoned=poisoned,
+            refused_puts=int(refused),
+            full_since=_utc(float(since)) if full and since is not None else None,
         )
 
     async def pending(self, stream_id: str) -> list[NewEvent]:
@@ -613,7 +652,7 @@ class Outbox:
         if now - self._last_prune >= _PRUNE_EVERY_S:
             prune_before = now - self.forwarded_retention_s
 
-        def apply(conn: sqlite3.Connection) -> int:
+        def apply(conn: sqlite3.Connection) -> tuple[int, bool]:
             conn.execute("BEGIN IMMEDIATE")
             try:
                 for stream_id, seqs in settlement.forwarded.items():
@@ -639,18 +678,24 @@ class Outbox:
                     conn.execute(
                         "DELETE FROM outbox_forwarded WHERE forwarded_at < ?", (prune_before,)
                     )
-                used = conn.execute("SELECT bytes FROM outbox_totals WHERE id = 1").fetchone()[0]
+                used = int(conn.execute("SELECT bytes FROM outbox_totals WHERE id = 1").fetchone()[0])
+                cleared = self._clear_alarm_if_drained(conn, used)
                 conn.execute("COMMIT")
             except BaseException:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
                 raise
-            return int(used)
+            return used, cleared
 
-        used = await self._run(apply)
+        used, cleared = await self._run(apply)
         if prune_before is not None:
             self._last_prune = now
-        self._maybe_clear_alarm(used)
+        if cleared:
+            self._log_accepting(used)
+
+
+def _alarm_on(conn: sqlite3.Connection) -> bool:
+    return bool(conn.execute("SELECT full FROM outbox_alarm WHERE id = 1").fetchone()[0])
 
 
 def _upsert_heads(conn: sqlite3.Connection, heads: Mapping[str, int]) -> None:

@@ -80,6 +80,7 @@ from gateway.normalize import (
     plan_poll,
     usable_readings,
 )
+from gateway.outbox import OutboxFull
 from gateway.poll_result import PollResult, PollStep, StepError
 from gateway.cached_repository import CachingRepository
 from gateway.repository import MeterRepository
@@ -280,7 +281,12 @@ class Poller:
         except (StoreError, WriterError) as exc:
             # The store is down or refused: the readings are lost for now, the next poll reads them
             # again (the profile and log cursors did not move). The fleet goes on.
-            log.error("meter %s: storing the poll failed: %s", meter_id, exc)
+            if isinstance(exc, OutboxFull):
+                # The outbox raised its alarm (one ERROR) at the first refusal and counts the
+                # others; an ERROR per refused poll would bury it.
+                log.debug("meter %s: storing the poll failed: %s", meter_id, exc)
+            else:
+                log.error("meter %s: storing the poll failed: %s", meter_id, exc)
             store_error = f"{type(exc).__name__}: {exc}"
             stored, already, streams, plans = {}, 0, (), []
         summary = PollSummary(

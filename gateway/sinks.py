@@ -318,12 +318,15 @@ class OutboxSink:
 
 
 def describe_outbox(state: OutboxState) -> str:
-    """One line for operators: depth, bytes against the bound, age, the full alarm, poison."""
+    """One line for operators: depth, bytes against the bound, age, the full alarm, refusals, poison."""
     parts = [f"{state.depth} events pending ({state.bytes} of {state.max_bytes} bytes)"]
     if state.oldest_age_s is not None:
         parts.append(f"oldest {state.oldest_age_s:.0f} s")
     if state.full:
-        parts.append("FULL: new events are refused")
+        since = "" if state.full_since is None else f" since {state.full_since:%Y-%m-%d %H:%M:%S} UTC"
+        parts.append(f"FULL{since}: new events are refused")
+    if state.refused_puts:
+        parts.append(f"{state.refused_puts} puts refused in all")
     if state.poisoned:
         parts.append(f"{state.poisoned} poisoned (set aside, see the outbox_poison table)")
     return ", ".join(parts)

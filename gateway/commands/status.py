@@ -4,7 +4,8 @@ Columns: last success, last error (time and reason), consecutive failures, inter
 profile intervals not stored: not read yet plus those the meter could not supply), suspect readings
 (flagged by VEE), and the outbox depth (the meter's events of this and last year waiting for Cosmos
 DB; "-" with the SQLite store). With Cosmos a last line sums up the outbox: depth, bytes against its
-bound, age of the oldest event, the FULL alarm and the poisoned events set aside.
+bound, age of the oldest event, the FULL alarm (as the outbox file records it, whichever process was
+refused), the puts refused in all and the poisoned events set aside.
 Reads the local files only (never Cosmos); works while `gateway run` is running.
 """
 from __future__ import annotations
@@ -109,7 +110,8 @@ def _as_json(meter_id: str, h: MeterHealth | None, outbox: OutboxStatus | None =
     box: dict[str, object] = {"outbox_depth": None}
     if outbox is not None:
         box = {"outbox_depth": outbox.by_meter.get(meter_id, 0), "outbox_total_depth": outbox.state.depth,
-               "outbox_full": outbox.state.full, "outbox_poisoned": outbox.state.poisoned}
+               "outbox_full": outbox.state.full, "outbox_refused_puts": outbox.state.refused_puts,
+               "outbox_poisoned": outbox.state.poisoned}
     if h is None:
         return {"meter_id": meter_id, "polled": False, **box}
     return {

@@ -119,6 +119,61 @@ async def test_full_outbox_refuses_whole_puts_alarms_once_and_accepts_after_drai
     await far.aclose()
 
 
+async def test_the_full_alarm_is_the_files_every_process_sees_it_and_it_is_raised_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # `gateway status` (and `gateway poll`) open the outbox beside `gateway run`: the alarm and the
+    # refusals are in the file, not in the memory of the process that was refused.
+    path = tmp_path / "outbox.sqlite3"
+    far = await SqliteEventStore.open(tmp_path / "far.sqlite3")
+    caplog.set_level(logging.INFO, logger="gateway.outbox")
+    async with await Outbox.open(path, 4_000) as running, await Outbox.open(path, 4_000) as beside:
+        for i in range(10):
+            await running.put("m1:2026", [event(f"e{i}", pad=180)])
+        used = (await running.state()).bytes
+        assert used < 4_000  # room left, but not for the next puts: the bound is not reached
+        assert not (await beside.state()).full
+        for i in range(3):
+            with pytest.raises(OutboxFull):
+                await running.put("m1:2026", [event(f"r{i}", pad=600)])
+        seen = await beside.state()  # beside has not been refused itself
+        assert seen.full and seen.bytes == used
+        assert seen.refused_puts == 3 and seen.full_since is not None
+        with pytest.raises(OutboxFull):
+            await beside.put("m2:2026", [event("b0", pad=600)])
+        assert (await beside.state()).refused_puts == 4
+        async with await Outbox.open(path, 4_000) as fresh:  # a process started now
+            assert ((await fresh.state()).full, (await fresh.state()).refused_puts) == (True, 4)
+        errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+        assert len(errors) == 1 and "FULL" in errors[0].getMessage()
+
+        await Forwarder(running, far).drain_once()
+        cleared = await beside.state()
+        assert (cleared.full, cleared.full_since, cleared.refused_puts) == (False, None, 4)
+        accepting = [r for r in caplog.records if "accepts events again" in r.getMessage()]
+        assert [r.levelno for r in accepting] == [logging.WARNING]
+    # Reopened as after a restart: the counter stays, the alarm stays off.
+    async with await Outbox.open(path, 4_000) as reopened:
+        state = await reopened.state()
+        assert (state.full, state.refused_puts, state.depth) == (False, 4, 0)
+    await far.aclose()
+
+
+async def test_after_a_restart_with_a_larger_bound_the_first_put_ends_the_alarm(tmp_path: Path) -> None:
+    path = tmp_path / "outbox.sqlite3"
+    async with await Outbox.open(path, 4_000) as outbox:
+        with pytest.raises(OutboxFull):
+            for i in range(100):
+                await outbox.put("m1:2026", [event(f"e{i}", pad=300)])
+        assert (await outbox.state()).full
+    async with await Outbox.open(path, 40_000) as bigger:  # outbox_max_mb raised in the config
+        assert (await bigger.state()).full  # still on, as the file says
+        await bigger.put("m1:2026", [event("next", pad=300)])  # accepted, well below the new bound
+        assert not (await bigger.state()).full
+    async with await Outbox.open(path, 4_000) as smaller:
+        assert (await smaller.state()).full  # over its bound: full before any refusal
+
+
 async def test_bad_puts_get_typed_errors_and_store_nothing(tmp_path: Path) -> None:
     async with await Outbox.open(tmp_path / "outbox.sqlite3", 1_000_000) as outbox:
         await outbox.put("m1:2026", [event("a1")])
