@@ -3,7 +3,7 @@
 With ``[projections] enabled = true`` in the fleet config, ``gateway run`` starts ``run_projections``
 in its task group, next to the scheduler: the views (latest reading, daily consumption, fleet
 overview) follow the event store as a separate ``gateway project --config FILE`` would, over the same
-store (SQLite: the views file next to it; Cosmos DB: the ``views`` container). Cancelling the task
+store (SQLite: the views file next to it; Cosmos DB: its views container). Cancelling the task
 (the gateway's SIGTERM handling cancels its task group) stops it anywhere: the engine is exactly once
 in effect, so the next start goes on from the saved checkpoints.
 

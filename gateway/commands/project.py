@@ -2,7 +2,8 @@
 
 Runs the projection engine over the event store of the config's ``[store]`` into its views (SQLite:
 a views file next to the store, see gateway.projections.view_store.views_path; Cosmos DB: the
-``views`` container of the same database), with each meter's configured time zone.
+fleet's views container in the same database, ``[store] views_container``, by default
+``<container>-views``), with each meter's configured time zone.
 Continuous by default, until SIGTERM/SIGINT (the page in progress is finished: the engine is
 exactly-once in effect, so stopping anywhere is safe); ``--once`` drains the feed and exits,
 printing the lag of each projection. ``--rebuild NAME`` first drops that view and its checkpoint.
@@ -71,10 +72,26 @@ def run(args: argparse.Namespace) -> int:
     configure(fleet.logging.level, fleet.logging.format)
     try:
         anyio.run(_project, fleet, args)
-    except (StoreError, ViewStoreError, ProjectionError, ViewsUnavailable, CosmosConfigError) as exc:
+    except _EXPECTED as exc:
         print(f"gateway project: {exc}", file=sys.stderr)
         return 1
+    except BaseExceptionGroup as group:
+        # The projections drain concurrently (--once): each one's failure comes in a group.
+        expected, rest = group.split(_EXPECTED)
+        if rest is not None or expected is None:
+            raise
+        for message in dict.fromkeys(str(exc) for exc in _leaves(expected)):
+            print(f"gateway project: {message}", file=sys.stderr)
+        return 1
     return 0
+
+
+_EXPECTED = (StoreError, ViewStoreError, ProjectionError, ViewsUnavailable, CosmosConfigError)
+
+
+def _leaves(group: BaseExceptionGroup) -> list[BaseException]:
+    return [leaf for exc in group.exceptions
+            for leaf in (_leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc])]
 
 
 async def _project(fleet: FleetConfig, args: argparse.Namespace) -> None:

@@ -2,7 +2,8 @@
 
 Reads the views of the event store given by ``--db`` (a SQLite event store file; default
 $GATEWAY_STORE, else ./var/gateway.db; its views file sits next to it) or by the ``[store]`` of
-``--config`` (SQLite, or Cosmos DB with its ``views`` container). Never creates views: missing ones
+``--config`` (SQLite, or Cosmos DB with its views container: ``views_container``, by default
+``<container>-views``). Never creates views: missing ones
 are reported (run ``gateway project`` first). ``open_views`` is shared with ``gateway project``
 and ``gateway report``. ``views lag`` shows how far each
 projection is behind the event store.
@@ -33,6 +34,7 @@ from gateway.projections import (
     LATEST_READING,
     VIEW_NAMES,
     Lag,
+    ProjectionError,
     SqliteViewStore,
     ViewStore,
     ViewStoreError,
@@ -105,7 +107,8 @@ async def open_views(store: StoreConfig, *, create: bool = False
         from gateway.store.cosmos import CosmosEventStore
 
         cosmos = cosmos_config_of(store)
-        views = await CosmosViewStore.open(cosmos, create_if_missing=create)
+        views = await CosmosViewStore.open(cosmos, container=store.views_container_name,
+                                           create_if_missing=create)
         try:
             events = await CosmosEventStore.open(cosmos)
         except BaseException:
@@ -155,7 +158,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 def _run(args: argparse.Namespace, action: Any) -> int:
     try:
         return int(anyio.run(action, args))
-    except (ViewsUnavailable, ViewStoreError, StoreError, CosmosConfigError) as exc:
+    except (ViewsUnavailable, ViewStoreError, StoreError, ProjectionError, CosmosConfigError) as exc:
         print(f"gateway views {args.views_command}: {exc}", file=sys.stderr)
         return 1
 

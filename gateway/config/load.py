@@ -166,7 +166,8 @@ def _timezone(table: Table, key: str) -> ZoneInfo | None:
 
 def _read_store(top: Table) -> StoreConfig | None:
     sqlite_keys = ("kind", "path")
-    cosmos_keys = ("kind", "endpoint", "database", "container", "key", "verify_tls", "outbox_path", "outbox_max_mb")
+    cosmos_keys = ("kind", "endpoint", "database", "container", "views_container", "key", "verify_tls", "outbox_path",
+                   "outbox_max_mb")
     raw = top.data.get("store")
     kind = raw.get("kind") if isinstance(raw, dict) else None
     known = {"sqlite": sqlite_keys, "cosmos": cosmos_keys}.get(str(kind), (*sqlite_keys, *cosmos_keys[1:]))
@@ -187,6 +188,10 @@ def _read_store(top: Table) -> StoreConfig | None:
             endpoint = None
     database = store.string("database", "meter-gateway")
     container = store.string("container", "events")
+    views_container = store.string("views_container", None)
+    if views_container is not None and views_container == container:
+        top.ctx.add(store.key("views_container"), "must not be the events container (`container`)")
+        views_container = None
     key = store.secret("key", env_only=True)
     verify_tls = store.boolean("verify_tls", True)
     outbox_path = store.path_value("outbox_path")
@@ -194,7 +199,8 @@ def _read_store(top: Table) -> StoreConfig | None:
     if (endpoint is None or database is None or container is None or key is None or verify_tls is None
             or outbox_path is None or outbox_mb is None):
         return None
-    return CosmosStoreConfig(endpoint, database, container, key, verify_tls, outbox_path, outbox_mb * 1024 * 1024)
+    return CosmosStoreConfig(endpoint, database, container, key, verify_tls, outbox_path, outbox_mb * 1024 * 1024,
+                             views_container)
 
 
 def _read_schedules(top: Table) -> Schedules | None:

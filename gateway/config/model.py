@@ -51,6 +51,13 @@ class CosmosStoreConfig:
     verify_tls: bool
     outbox_path: Path
     outbox_max_bytes: int  # the outbox alarms and refuses new events beyond this
+    # The container of the views and their checkpoints; None: "<container>-views", so fleets
+    # sharing a database never share their views.
+    views_container: str | None = None
+
+    @property
+    def views_container_name(self) -> str:
+        return self.views_container or f"{self.container}-views"
 
 
 StoreConfig = SqliteStoreConfig | CosmosStoreConfig

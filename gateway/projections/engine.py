@@ -33,7 +33,7 @@ from gateway.events import DomainEvent, EventError, decode
 from gateway.projections.view_store import Checkpoint, ViewDoc, ViewStore, ViewStoreUnavailable
 from gateway.projections.views import Target
 from gateway.store.base import EventStore
-from gateway.store.errors import StoreUnavailable
+from gateway.store.errors import CheckpointMismatch, StoreUnavailable
 from gateway.store.model import RecordedEvent
 
 log = logging.getLogger("gateway.projections")
@@ -54,6 +54,15 @@ class UnknownProjection(ProjectionError):
 
 class ConflictsPersist(ProjectionError):
     """Saving views kept conflicting with other writers beyond the retry limit."""
+
+
+class CheckpointNotOfThisStore(ProjectionError):
+    """The projection's checkpoint is no position of the event store's feed (see
+    ``CheckpointMismatch``): its views are not this store's as they stand; a rebuild makes them so."""
+
+    def __init__(self, projection: str, cause: CheckpointMismatch) -> None:
+        super().__init__(projection, f"{cause}; rebuild its view from the start: "
+                                     f"gateway project --rebuild {projection}")
 
 
 class Projection(Protocol):
@@ -151,7 +160,10 @@ class ProjectionEngine:
         projection = self.projection(name)
         stats = self.stats[name]
         checkpoint = await self.views.load_checkpoint(name)
-        page = await self.store.read_all(checkpoint.position, limit=self.batch_size)
+        try:
+            page = await self.store.read_all(checkpoint.position, limit=self.batch_size)
+        except CheckpointMismatch as exc:
+            raise CheckpointNotOfThisStore(name, exc) from exc
         stats.batches += 1
         stats.events_read += len(page.events)
         plan = self._plan(projection, page.events, stats)
@@ -301,8 +313,11 @@ class ProjectionEngine:
 async def projection_lag(store: EventStore, views: ViewStore, name: str, now: datetime) -> Lag:
     """How far projection ``name`` is behind ``store``, from its saved checkpoint."""
     checkpoint = await views.load_checkpoint(name)
-    behind = await events_after(store, checkpoint.position)
-    page = await store.read_all(checkpoint.position, limit=1)
+    try:
+        behind = await events_after(store, checkpoint.position)
+        page = await store.read_all(checkpoint.position, limit=1)
+    except CheckpointMismatch as exc:
+        raise CheckpointNotOfThisStore(name, exc) from exc
     seconds = 0.0
     if page.events:
         seconds = max((now - page.events[0].metadata.recorded_at).total_seconds(), 0.0)

@@ -1,4 +1,11 @@
-"""``ViewStore`` on a Cosmos DB ``views`` container: one item per view document, saved under its etag.
+"""``ViewStore`` on a Cosmos DB container of views: one item per view document, saved under its etag.
+
+Each fleet has its own views container: by default ``<events container>-views`` (``[store]
+views_container`` names another), so fleets whose events containers share a database never share
+views or checkpoints. A checkpoint records the events container whose change feed it is a position
+of (``eventsContainer``); a views container whose checkpoints are another events container's is
+refused with ``ViewsOfAnotherStore`` instead of being read (or overwritten) as this fleet's.
+Checkpoints written before they recorded it are taken as this fleet's.
 
 Partition key ``/partition``: a document's partition is its meter id, so a meter's views share a
 logical partition and no document is written by the whole fleet (the fleet overview is one item
@@ -30,7 +37,7 @@ from gateway.store.cosmos_client import CosmosConfig, CosmosStoreStats, build_cl
 
 PARTITION_KEY_PATH = "/partition"
 CHECKPOINT_PARTITION = "~checkpoints"
-DEFAULT_CONTAINER = "views"
+VIEWS_SUFFIX = "-views"
 _CONFLICT, _PRECONDITION_FAILED, _NOT_FOUND = 409, 412, 404
 # Documents are only ever read by id or by (view, partition, key): the bodies need no index.
 INDEXING_POLICY: dict[str, Any] = {
@@ -38,6 +45,26 @@ INDEXING_POLICY: dict[str, Any] = {
     "includedPaths": [{"path": "/view/?"}, {"path": "/key/?"}, {"path": "/partition/?"}],
     "excludedPaths": [{"path": "/*"}],
 }
+
+
+def default_container(events_container: str) -> str:
+    """The views container of a fleet whose events are in ``events_container``."""
+    return f"{events_container}{VIEWS_SUFFIX}"
+
+
+class ViewsOfAnotherStore(ViewStoreError):
+    """The views container holds the checkpoints of another events container (another fleet)."""
+
+    def __init__(self, views_container: str, owner: str, events_container: str, projection: str) -> None:
+        self.views_container = views_container
+        self.owner = owner
+        self.events_container = events_container
+        super().__init__(
+            f"Cosmos DB views container {views_container!r} holds the views of events container "
+            f"{owner!r} (checkpoint of {projection}), not of {events_container!r}: give this fleet a "
+            f"views container of its own ([store] views_container, default "
+            f"{default_container(events_container)!r})"
+        )
 
 
 def item_id(view: str, key: str) -> str:
@@ -65,18 +92,25 @@ class CosmosViewStore:
     """Views and checkpoints in a Cosmos DB container. Create with ``await CosmosViewStore.open(...)``."""
 
     def __init__(self, client: CosmosClient, container: ContainerProxy, stats: CosmosStoreStats,
-                 max_concurrent_requests: int) -> None:
+                 max_concurrent_requests: int, *, events_container: str) -> None:
         self._client = client
         self._container = container
+        self.container_name = container.id
+        self.events_container = events_container  # whose change feed the checkpoints are positions of
         self.stats = stats
         # Bounds the requests one save/load has in flight, so a large page cannot flood the account.
         self._requests = anyio.CapacityLimiter(max_concurrent_requests)
 
     @classmethod
-    async def open(cls, config: CosmosConfig, *, container: str = DEFAULT_CONTAINER,
+    async def open(cls, config: CosmosConfig, *, container: str | None = None,
                    create_if_missing: bool = False, max_concurrent_requests: int = 16
                    ) -> CosmosViewStore:
-        """Views in ``container`` of ``config.database`` (the event store's account and database)."""
+        """Views of the events in ``config.container``, in ``container`` (default
+        ``default_container(config.container)``) of ``config.database``."""
+        if container is None:
+            container = default_container(config.container)
+        if container == config.container:
+            raise ViewStoreError(f"the views cannot share the events container {container!r}")
         stats = CosmosStoreStats()
         client = build_client(config, stats)
         try:
@@ -91,7 +125,7 @@ class CosmosViewStore:
         except BaseException:
             await client.close()
             raise
-        return cls(client, proxy, stats, max_concurrent_requests)
+        return cls(client, proxy, stats, max_concurrent_requests, events_container=config.container)
 
     async def aclose(self) -> None:
         await self._client.close()
@@ -173,6 +207,9 @@ class CosmosViewStore:
                 if exc.status_code == _NOT_FOUND:
                     return Checkpoint(projection=projection, position=None)
                 raise
+        owner = item.get("eventsContainer")
+        if owner is not None and owner != self.events_container:
+            raise ViewsOfAnotherStore(self.container_name, owner, self.events_container, projection)
         return Checkpoint(projection=projection, position=item["position"],
                           events_seen=int(item["eventsSeen"]),
                           updated_at=codec.parse_utc(item["updatedAt"]))
@@ -180,12 +217,14 @@ class CosmosViewStore:
     async def save_checkpoint(self, checkpoint: Checkpoint) -> None:
         item = {"id": f"checkpoint:{checkpoint.projection}", "partition": CHECKPOINT_PARTITION,
                 "view": "~checkpoint", "key": checkpoint.projection, "position": checkpoint.position,
+                "eventsContainer": self.events_container,
                 "eventsSeen": checkpoint.events_seen,
                 "updatedAt": codec.iso_utc(checkpoint.updated_at or datetime.now(timezone.utc))}
         with _translate():
             await self._container.upsert_item(item)
 
     async def drop(self, projection: str, view: str) -> None:
+        await self.load_checkpoint(projection)  # never another fleet's views
         docs = await self.query(view)
 
         async def delete(doc: ViewDoc) -> None:

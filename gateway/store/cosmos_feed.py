@@ -7,7 +7,9 @@ not fit in the last page (a commit can hold more events than ``limit``). Within 
 in commit order, so each stream comes in version order; ranges are read one after the other.
 
 The ranges are listed once, when reading starts without a checkpoint; after that the checkpoint is
-the list (the SDK's tokens follow a range through splits and merges).
+the list (the SDK's tokens follow a range through splits and merges). A token names the container
+(its resource id) whose feed it is a position of: a checkpoint of another container, or of one
+deleted and created again under the same name, is a ``CheckpointMismatch``.
 """
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ from azure.cosmos.aio import ContainerProxy
 from gateway.store import codec
 from gateway.store.base import ReadAllPage
 from gateway.store.cosmos_items import COMMIT, recorded_events, translate_errors
+from gateway.store.errors import CheckpointMismatch
 from gateway.store.model import RecordedEvent
 
 _CHECKPOINT_VERSION = 1
@@ -80,6 +83,20 @@ class ChangeFeedReader:
     async def changes(self, cursor: RangeCursor, max_items: int
                       ) -> tuple[list[dict[str, Any]], str | None]:
         """One page of the change feed of one range: (items, continuation after them)."""
+        try:
+            return await self._changes(cursor, max_items)
+        except ValueError as exc:
+            # The SDK checks a token against the container before any request ("Invalid
+            # continuation: [Mismatch collection rid]").
+            if cursor.token is None:
+                raise
+            raise CheckpointMismatch(
+                f"the checkpoint is not a position of the change feed of Cosmos DB container "
+                f"{self.container.id!r} ({exc}): it was saved for another container, or this one "
+                f"was deleted and created again") from exc
+
+    async def _changes(self, cursor: RangeCursor, max_items: int
+                       ) -> tuple[list[dict[str, Any]], str | None]:
         with translate_errors(None):
             if cursor.token is None:
                 feed = self.container.query_items_change_feed(
@@ -98,7 +115,11 @@ class ChangeFeedReader:
     async def read(self, checkpoint: str | None = None, limit: int = 1000) -> ReadAllPage:
         if limit < 1:
             raise ValueError(f"read_all limit must be at least 1, got {limit}")
-        cursors = decode_checkpoint(checkpoint) if checkpoint else [
+        try:
+            decoded = decode_checkpoint(checkpoint) if checkpoint else None
+        except ValueError as exc:
+            raise CheckpointMismatch(f"Cosmos DB container {self.container.id!r}: {exc}") from exc
+        cursors = decoded if decoded is not None else [
             RangeCursor(feed_range=r, token=None) for r in await self.feed_ranges()]
         out: list[RecordedEvent] = []
         full = False

@@ -51,3 +51,8 @@ class EventIdConflict(StoreError):
         self.stream_id = stream_id
         self.event_id = event_id
         super().__init__(f"stream {stream_id!r}: event id {event_id!r} is already stored elsewhere")
+
+
+class CheckpointMismatch(StoreError, ValueError):
+    """A read-all checkpoint that is not a position of this store's feed: saved for another store,
+    or for a container since deleted and created again under the same name (a new change feed)."""

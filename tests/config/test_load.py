@@ -271,6 +271,14 @@ outbox_max_mb = 16
     assert (store.database, store.container) == ("meter-gateway", "events")
     assert store.outbox_path == path.parent / "outbox.sqlite3" and store.outbox_max_bytes == 16 * 1024 * 1024
     assert store.key.kind == "env" and store.key.target == "METER_GATEWAY_COSMOS_KEY"
+    # Each fleet's views beside its events container, never a container shared by every fleet.
+    assert (store.views_container, store.views_container_name) == (None, "events-views")
+
+    named = write_config(BASE.replace('[store]\nkind = "sqlite"\npath = "events.sqlite3"\n',
+                                      cosmos + 'container = "north"\nviews_container = "views"\n') + HDLC_METER)
+    store = load_config(named).store
+    assert isinstance(store, CosmosStoreConfig)
+    assert (store.container, store.views_container_name) == ("north", "views")
 
 
 @pytest.mark.parametrize(
@@ -280,6 +288,7 @@ outbox_max_mb = 16
         ('key = { file = "cosmos.key" }', "store.key", "only from an environment variable"),
         ('endpoint = "http://localhost:8081/"', "store.endpoint", "https://"),
         ('outbox_pth = "x"', "store.outbox_pth", "did you mean 'outbox_path'?"),
+        ('views_container = "events"', "store.views_container", "must not be the events container"),
     ],
 )
 def test_cosmos_store_errors(issues_of: Issues, line: str, key: str, message: str) -> None:
