@@ -5,6 +5,11 @@ our own code logs no secret values in the first place (config holds references, 
 built from non-secret facts), and as a second line of defence every record passes a filter that
 replaces any textual form of a secret registered with ``register_secret`` (the poller registers
 each key and password when it resolves it) by ``<redacted>``.
+
+Third-party SDKs that log every HTTP request at INFO (the Azure SDK: ``azure.core``'s and
+``azure.cosmos``'s HTTP logging policies, one multi-line record per request and per response) are
+demoted to DEBUG by ``DemoteSdkRequestLogging``: they show only when the gateway logs at DEBUG, and
+then as DEBUG lines. Their warnings and errors pass unchanged.
 """
 from __future__ import annotations
 
@@ -54,6 +59,27 @@ class RedactSecrets(logging.Filter):
         return True
 
 
+SDK_LOGGERS: Final = ("azure",)
+"""Logger hierarchies whose INFO records are demoted to DEBUG (see the module docstring)."""
+
+
+class DemoteSdkRequestLogging(logging.Filter):
+    """INFO records of ``SDK_LOGGERS`` become DEBUG records: dropped unless the root logger's level
+    (``[logging] level``, also after a reload) lets DEBUG through."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno != logging.INFO or not _is_sdk(record.name):
+            return True
+        if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
+            return False
+        record.levelno, record.levelname = logging.DEBUG, logging.getLevelName(logging.DEBUG)
+        return True
+
+
+def _is_sdk(name: str) -> bool:
+    return any(name == root or name.startswith(root + ".") for root in SDK_LOGGERS)
+
+
 class JsonFormatter(logging.Formatter):
     """One JSON object per line: time (UTC, ISO-8601), level, logger, message, extras, exception."""
 
@@ -80,6 +106,7 @@ def configure(level: str = "INFO", fmt: str = "text", stream: TextIO | None = No
         raise ValueError(f"log format must be one of {LOG_FORMATS}, got {fmt!r}")
     silence_dlms_cosem_logging()
     handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
+    handler.addFilter(DemoteSdkRequestLogging())
     handler.addFilter(RedactSecrets())
     if fmt == "json":
         handler.setFormatter(JsonFormatter())

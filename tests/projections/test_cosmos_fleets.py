@@ -1,6 +1,6 @@
 """`gateway project` on Cosmos DB, as real subprocesses against the local test server: fleets that
-share one database keep their views apart, and a checkpoint that is not this store's is a clear error
-(never a traceback)."""
+share one database keep their views apart, a checkpoint that is not this store's is a clear error
+(never a traceback), and the SDK's per-request logging stays out of an INFO log."""
 from __future__ import annotations
 
 import json
@@ -54,6 +54,10 @@ def _latest(config: Path) -> dict[str, object]:
     shown = gateway_cli("views", "show", "latest_reading", "--json", "--config", str(config), cwd=config.parent)
     assert shown.returncode == 0, shown.stderr
     return {row["meterId"]: row for row in json.loads(shown.stdout)}
+
+
+def _log(stderr: str) -> list[dict[str, object]]:
+    return [json.loads(line) for line in stderr.splitlines() if line.strip()]
 
 
 def test_two_fleets_in_one_database_project_into_views_of_their_own(
@@ -143,3 +147,23 @@ def test_a_checkpoint_of_another_change_feed_is_a_clear_error(
         assert rebuilt.returncode == (0 if done == len(names) else 1), rebuilt.stderr
         assert {n for n in names if f"--rebuild {n}" in rebuilt.stderr} <= set(names[done:])
     assert set(_latest(config)) == {"kam-1"}
+
+
+def test_the_sdk_logs_its_requests_at_debug_only(
+    cosmos_server: CosmosServer, tmp_path: Path,  # noqa: F811
+) -> None:
+    cosmos = cosmos_server.config()
+    _fill(cosmos, "kam-1", 8)
+    at_info = _fleet(tmp_path / "info", cosmos, "kam-1")
+    done = gateway_cli("project", "--config", str(at_info), "--once", cwd=at_info.parent)
+    assert done.returncode == 0, done.stderr
+    assert [r for r in _log(done.stderr) if str(r["logger"]).startswith("azure")] == []
+
+    # At DEBUG they are there, as DEBUG lines: the filter above is not what hides them.
+    at_debug = _fleet(tmp_path / "debug", cosmos, "kam-1", level="DEBUG")
+    done = gateway_cli("project", "--config", str(at_debug), "--once", "--rebuild", "latest_reading",
+                       cwd=at_debug.parent)
+    assert done.returncode == 0, done.stderr
+    sdk = [r for r in _log(done.stderr) if str(r["logger"]).startswith("azure")]
+    assert sdk and {r["level"] for r in sdk} == {"DEBUG"}
+    assert any("Request URL" in str(r["message"]) for r in sdk)
