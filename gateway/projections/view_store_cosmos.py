@@ -188,15 +188,22 @@ class CosmosViewStore:
             sql += " AND c.key <= @to"
             params.append({"name": "@to", "value": key_to})
         with _translate():
-            if partition is None:
-                items = [i async for i in self._container.query_items(sql, parameters=params)]
-            else:
-                # The filter repeats the partition key the request is scoped to: the query then
-                # says by itself which partition it reads.
-                sql += " AND c.partition = @partition"
-                params.append({"name": "@partition", "value": partition})
-                items = [i async for i in self._container.query_items(
-                    sql, parameters=params, partition_key=partition)]
+            try:
+                if partition is None:
+                    items = [i async for i in self._container.query_items(sql, parameters=params)]
+                else:
+                    # The filter repeats the partition key the request is scoped to: the query then
+                    # says by itself which partition it reads.
+                    sql += " AND c.partition = @partition"
+                    params.append({"name": "@partition", "value": partition})
+                    items = [i async for i in self._container.query_items(
+                        sql, parameters=params, partition_key=partition)]
+            except CosmosHttpResponseError as exc:
+                if exc.status_code == _NOT_FOUND:  # a query finds no items, it does not 404
+                    raise ViewStoreError(
+                        f"no Cosmos DB views container {self.container_name!r} (run `gateway project` "
+                        f"first)") from exc
+                raise
         return sorted((_doc(i) for i in items), key=lambda d: d.key)
 
     async def load_checkpoint(self, projection: str) -> Checkpoint:

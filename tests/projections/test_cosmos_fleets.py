@@ -69,6 +69,11 @@ def test_two_fleets_in_one_database_project_into_views_of_their_own(
     _fill(south, "kam-s", 12)
     north_config = _fleet(tmp_path / "north", north, "kam-n")
     south_config = _fleet(tmp_path / "south", south, "kam-s")
+    # Views not projected yet (a new fleet, or one upgraded from the shared `views` container):
+    # said so, not a bare 404.
+    missing = gateway_cli("views", "show", "latest_reading", "--config", str(north_config), cwd=tmp_path)
+    assert missing.returncode == 1
+    assert f"no Cosmos DB views container '{north.container}-views' (run `gateway project` first)" in missing.stderr
 
     for config in (north_config, south_config, north_config):  # each after the other has projected
         done = gateway_cli("project", "--config", str(config), "--once", "--json", cwd=config.parent)
