@@ -1,38 +1,9 @@
 """The normalizer: one poll's readings in, the domain events to append per meter-year stream out.
 
-``normalize`` is pure (no I/O, no clock): given a ``PollResult``, the meter's stream states (as
-``MeterRepository.load`` gives them; ``load_states`` fetches exactly the ones needed) and the meter's
-config, it returns an ``AppendPlan`` per year stream, oldest year first. Values are in SI base units
-(the readers already applied each register's scaler), times are UTC, every register carries its
-OBIS code and a quantity name from one table (``gateway.quantities.QUANTITIES``).
-
-What is emitted, and when, so that a re-read adds nothing:
-* ``MeterRegistered`` on first contact or when make, model, serial or firmware changed;
-* ``RegisterRead`` per register reading newer than the stored value of that OBIS code;
-* ``IntervalsRecorded`` with the profile rows after the last stored interval end of that profile,
-  one event per UTC day of the rows' end times (so per UTC year too: a row of 31 December read on
-  1 January goes to last year's stream), cut further where a day's rows would encode to more than
-  ``MAX_INTERVALS_EVENT_BYTES`` (a store item, e.g. a Cosmos DB commit, has a size limit);
-* ``ClockChecked`` for each clock reading, plus ``ClockDriftDetected`` over the drift threshold;
-* ``MeterEventLogged`` per event log entry after the last stored entry of that log (see
-  ``_event_log_end``);
-* ``ReadingGapDetected`` for 15-minute (capture period) intervals without a row between the last
-  stored interval end (or the requested range start) and the last row accepted in this poll;
-* ``SuspectReadingFlagged`` where a VEE rule (``gateway.vee``) refuses a reading.
-
-Rows after the last accepted row of a profile are *pending*: a missing or refused tail is neither
-reported as a gap nor flagged yet, because the state's interval end does not move past it and the
-next poll reads it again; reporting it now would report it again then (same facts, or overlapping
-gaps). It is reported by the first poll that brings a good row after it.
-
-A year stream that does not exist yet starts with ``YearStreamOpened`` carrying the closing state of
-the meter's latest earlier stream (including the events this plan appends to it), as
-``MeterState.open_year`` builds it.
-
-A reading whose content, as the meter sent it, cannot be turned into events (a load profile without a
-clock column or capture period, a time outside the years a stream can have) is an ``UnusableReading``.
-``usable_readings`` sets such readings aside, so that a caller records the rest of the poll and
-reports them as their step's error; ``normalize`` refuses a poll that still holds one.
+``normalize`` is pure: a ``PollResult``, the meter's stream states and its config in, one
+``AppendPlan`` per year stream (oldest first, with the expected version) out, so that a re-read adds
+nothing; ``plan_poll`` is its I/O edge (loads the states it needs). Which events, when:
+docs/architecture.md, "Normalizer".
 """
 from __future__ import annotations
 

@@ -1,46 +1,9 @@
 """Local store-and-forward outbox: events made durable on the box before they go to Cosmos DB.
 
-When the fleet's store is Cosmos, the pipeline ``put``s each append into this SQLite file (WAL,
-``synchronous=FULL``: a put that returned survives a power cut) and ``gateway.outbox_forwarder``
-drains it to the far store in per-stream order, exactly once. A WAN outage of hours costs disk
-space, not events.
-
-Tables (all prefixed ``outbox_``: the file also holds the gateway's ``meter_health`` sidecar):
-* ``outbox_pending``: events waiting, in put order (``seq``); per-stream order is ``seq`` order.
-* ``outbox_forwarded``: ids of events already forwarded, kept ``forwarded_retention_s`` so a fact
-  read again (deterministic event ids) is not queued twice. Beyond the retention, the far store's
-  own duplicate check is the last line (SQLite: unique event ids; Cosmos: only with
-  ``check_event_ids_across_streams``).
-* ``outbox_heads``: per stream, the far stream's version the next append expects. It is written
-  *before* the first append to a stream and moved in the same transaction that deletes the
-  forwarded events, so after a crash between a remote append and the local delete, the retry uses
-  the same expected version and the store recognises it (idempotent retry), or the forwarder finds
-  the ids in the far stream's tail.
-* ``outbox_poison``: events the far store refused permanently, with the reason.
-* ``outbox_local_states``: per stream, the last known meter state (a snapshot of the poller's cached
-  state after its last successful put, at the far-equivalent version it includes) and the outbox seq
-  it was saved at: a restarted gateway loads its meters' states from here, with the stream's events
-  put after it, without the far store (which may be out of reach for hours).
-* ``outbox_totals``: depth and payload bytes of ``outbox_pending``, kept exact by triggers, so
-  ``state()`` and the size bound cost one row read whatever the depth.
-* ``outbox_alarm``: whether the full alarm is on (since when) and how many puts were refused in
-  all, so every process using the file (``gateway status`` beside ``gateway run``) sees the same.
-
-Size bound: ``max_bytes`` counts the stored payload (event envelope JSON, stream id, event id) of
-pending events; the files are larger. Measured with ``python -m gateway.bench.outbox_size`` (poll
-events as the normalizer makes them, filled to the first refusal): the main file holds about 1.3x the
-bound (row and index overhead, the event id stored twice), the WAL stays at its high-water mark of
-about 4 MiB whatever the bound (so 5x for a 1 MiB bound, 1.3x for the default 1024 MiB), and a drained
-file keeps its peak size (free pages are reused) plus about 140 bytes per event forwarded within the
-retention (not counted by the bound). A put that would pass the
-bound is refused whole with ``OutboxFull`` and nothing already stored is dropped. The alarm (one
-ERROR log line, ``state().full``) goes on at the first refusal and off (one WARNING line) once the
-forwarder has drained the outbox below ``RESUME_FRACTION`` of the bound, so a producer hovering at
-the limit does not flood the log; refusals in between are only counted (``state().refused_puts``).
-The alarm lives in the file (``outbox_alarm``): it is on for every process that opens it, and a
-restart neither repeats nor forgets it.
-
-The file is owned through ``gateway.sqlite_file`` (one serialised connection, calls in a worker thread).
+When the fleet's store is Cosmos, the pipeline ``put``s each append into this SQLite file (a put that
+returned survives a power cut) and ``gateway.outbox_forwarder`` drains it to the far store in
+per-stream order, exactly once; the file also keeps each stream's last local meter state and the
+poison table. Tables, size bound and alarm: docs/architecture.md, "Outbox".
 """
 from __future__ import annotations
 

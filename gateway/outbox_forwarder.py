@@ -1,30 +1,9 @@
 """Forwarder: drains the local outbox (``gateway.outbox``) to the far event store, exactly once.
 
-Each round takes the oldest pending events of the longest-waiting streams, appends them with one
-``append_batch`` (one request per stream) at the far head recorded in the outbox, and settles the
-outcome locally in one transaction. It talks to the store directly rather than through
-``BatchedWriter``: the expected version must be the durable one recorded in the outbox (the writer's
-cache lives in memory and dies with the process), a refusal must be traced to one event to set it
-aside, and an outage must be waited out forever (the writer gives up after a few retries).
-
-Exactly once, per stream, in order:
-* Lost acknowledgement or crash between the far append and the local delete: the local state still
-  says "pending at expected version V", so the retry appends the same events at V. The store
-  recognises its own retry (``already_done``), or answers ``WrongExpectedVersion`` (the batch grew,
-  or another writer moved the stream); the forwarder then reads the far tail after V and drops
-  locally every pending event whose id is already there.
-* ``StoreUnavailable`` (or a store silent for ``store_timeout_s``): nothing is settled for that
-  stream; ``run()`` backs off (bounded exponential with jitter) and tries again, forever.
-* Permanent refusals go to the poison table with the reason: ``AppendTooLarge`` of a single event
-  (a larger batch is first split), ``ValueError``/``TypeError`` (the batch is retried one event at a
-  time to find the culprit), and ``EventIdConflict`` whose id is not already in the target stream
-  (if it is, the event was forwarded before and is dropped locally).
-
-Poisoned events do not block their stream: the events after one keep their relative order and go
-on. Our events are independent, already validated facts (the aggregate ran its VEE rules before
-they were put), and a stream's versions stay contiguous because versions are assigned by the far
-store at append time; a missing reading is visible (``state().poisoned``, the poison table), while
-a blocked stream would silently stop a meter's history until an operator intervened.
+Each round appends the oldest pending events of the longest-waiting streams with one
+``append_batch`` at the far heads recorded in the outbox and settles the outcome locally in one
+transaction; outages are waited out, permanent refusals are set aside as poison. How exactly once
+holds, and why poison does not block a stream: docs/architecture.md, "Forwarder".
 """
 from __future__ import annotations
 

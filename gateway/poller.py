@@ -1,32 +1,9 @@
 """One poll of one meter: connect, read what is due, normalize, store, record the meter's health.
 
-``Poller.poll(meter_id, steps, deadline=...)`` builds the transport and DLMS session from the fleet
-config and the meter's profile (``drivers.meters``), runs the readers for the due steps, and turns
-what was read into events (``gateway.normalize``) that go to the event sink (``gateway.sinks``: the
-batched writer for SQLite, the store-and-forward outbox for Cosmos DB; ``gateway.wiring.open_poller``
-builds them and the poller). The load profile is caught up from the last interval stored for the
-meter (read from the store through the repository, so it survives restarts) in range reads of at
-most a day each; the event log likewise from its newest stored entry (the meter state's
-``event_log_ends``, with a copy in the health table).
-
-With Cosmos DB, a meter's state comes from the in-memory cache (``gateway.cached_repository``;
-trusted: the gateway is its meters' only writer), else from its local state in the outbox file (saved
-after each successful put, so it survives a restart) with the events put after it, else from Cosmos
-with the meter's pending outbox events folded on top; a stream the outbox never wrote (a new year's)
-is taken as new when Cosmos does not answer in time (``gateway.sinks.OutboxView``). When it is none of
-these and Cosmos cannot be reached (within the meter's deadline), the poll fails before reading
-anything, with a ``StateUnavailable`` error in the summary and the health row: the readings stay on
-the meter and the next poll reads them. (Reading first and holding the result until the state can be
-loaded would keep readings in memory only, which a restart loses anyway.)
-
-Failure is data, not an exception: every ``DriverError`` (and a missing secret, an unknown profile)
-becomes a ``StepError`` in the summary and the health row, and whatever was read before the failure
-is still stored. A reply the meter refused or that cannot be used (``AccessDenied``,
-``UnusableReply``: a profile far larger than its range, without a clock column) fails its step
-alone: the session goes on with the next step. So does a reading the normalizer cannot use
-(``gateway.normalize.usable_readings``): it is set aside as its step's error, the rest is stored.
-Reading stops at ``deadline`` (an ``anyio.current_time()`` instant), so a dead meter costs no more
-than that; storing what was read happens after, outside the deadline.
+``Poller.poll`` builds the transport and DLMS session from the fleet config and the meter's profile,
+runs the readers for the due steps until the deadline, hands the ``PollResult`` to the normalizer and
+the resulting plans to the event sink, and records the outcome; failures become ``StepError``s, not
+exceptions. Where the meter's state comes from, and why: docs/architecture.md, "Poller".
 """
 from __future__ import annotations
 

@@ -1,39 +1,9 @@
 """The scheduler: when each meter is polled, how many sessions run at once, and how failures retry.
 
-Every meter has one job. A job wakes at the next due slot of any of its schedules (registers, load
-profile, clock check, event log), runs one poll with every step due then (one association reads
-them all), and sleeps again. Slots are spread over the interval: meter ``i`` of ``n`` is offset by
-``i/n`` of the interval, plus a jitter drawn in ``[0, jitter_s)`` from an RNG seeded with (seed,
-meter, schedule, slot), so the fleet does not hit the concentrators all at :00 and a run is
-reproducible.
-
-Concurrency limits (anyio ``CapacityLimiter``), taken in this order so that a meter waiting for a
-busy bus never holds a global slot: one per connection (``max_sessions`` of a concentrator; 1 for an
-RS-485 bus, whose meters share one line; 1 for an optical port), then the global
-``max_concurrent_polls``. The per-meter deadline starts once both are held, and bounds the poll and
-its retries together: a dead meter costs its bus and the fleet no more than ``meter_deadline_s``.
-Retries (for failures a new session may cure) wait an exponential backoff with jitter, and only
-re-read the steps that failed.
-
-Across cycles, a meter that keeps not answering backs off (``MeterBackoff``), so that it stops
-holding its bus for a whole deadline at every slot: after ``BACKOFF_AFTER`` (3) consecutive failed
-polls it is polled only at every 2nd slot, then every 4th after the next failure, and so on, at
-least once every ``MAX_BACKOFF_SLOTS`` (8) slots (with 15-minute schedules: every 2 hours). A slot
-is one wake of the meter's job in ``run()``, or one ``run_cycle()``; a skipped slot is simply not
-polled (the load profile catches up at the next poll). The first successful poll ends the backoff.
-A failed poll is one the meter did not answer in full (a failure a new session may cure: timeout,
-lost link, corrupt frames); a poll the store made fail (store down, state not loadable) or that the
-meter answered with refusals leaves the count as it is. A meter whose poll failed for its config
-(unknown profile, a missing secret) goes straight to the longest backoff, with a WARNING at every
-attempt: a secret file mounted late or rotated must not silence the meter for the life of the
-process, but polling it at every slot cannot succeed either. ``poll_meter`` (one meter now, as
-``gateway poll`` asks) always polls.
-
-``stop()`` ends the jobs at their next wait; polls in flight finish (within their deadline) first.
-``run(epoch=...)`` continues the slot grid of an earlier ``run`` (its ``epoch``): after a config reload
-each meter's next slot is the next one of the grid it was on, not slot 0 of a new one, so a reload
-neither polls the whole fleet at once nor postpones a long-interval schedule (a daily clock check)
-again and again.
+One job per meter wakes at its next due slot (slots spread over each schedule's interval, with a
+seeded jitter), polls every step due then under the per-connection and global limits and the
+per-meter deadline, retries what a new session may cure, and backs off a meter that keeps not
+answering (``MeterBackoff``). Slots, limits, backoff and reload: docs/architecture.md, "Scheduling".
 """
 from __future__ import annotations
 

@@ -1,35 +1,9 @@
 """Where a poll's events go: the poller's event sink, one per kind of store.
 
-* SQLite (``WriterSink``): the batched writer appends to the local event store; an append that
-  returned is stored.
-* Cosmos DB (``OutboxSink``): store-and-forward. ``submit`` puts the events in the local outbox
-  (``gateway.outbox``; durable when it returns, so the poll has succeeded) and a ``Forwarder``
-  (``gateway.outbox_forwarder``) drains the outbox to Cosmos in the background, in per-stream order,
-  exactly once. Far versions are assigned by the forwarder at append time, so the versions a
-  submit reports are the ones the stream will have once the outbox has drained.
-
-``OutboxView`` is the read side that goes with the outbox: a stream as it will be once drained, the
-far stream's events followed by its pending outbox events (versions continuing after the far
-head). The meter repository reads through it, so a meter's state folds in what is still queued.
-
-A stream with a local state in the outbox file (``save_local``, written by the poller after each
-successful put) is read from there first, without the far store: the state as a snapshot at its
-version, then the stream's events put after it. The gateway is its meters' only writer (the same
-reason the poller trusts its cache), so this is the stream as it will be once drained, and a restart
-during a WAN outage polls on. A local state the forwarder's records contradict (events forwarded or
-poisoned that it does not account for) is not used: the stream is read from the far store.
-
-A stream the outbox file has never been given events for (a new year's stream, a new meter) is
-looked up in the far store, which is the only one that could hold it (another gateway box before
-this one), but only for ``new_stream_wait_s``: when the far store fails (``StoreUnavailable``, which
-includes throttling beyond the client's retries) or does not answer in time,
-the stream is taken as new (no events, no snapshot), and stays so for ``taken_as_new_s`` without
-asking again (so one poll does not wait once per read). So the first poll after New Year during a WAN
-outage opens the year's streams from the old year's local states instead of failing. A stream the far
-store has shown once is always read from it. Were a stream taken as new in the far store after all
-(written by a replaced box, and Cosmos slow or out of reach), the forwarder finds that out when it
-appends and reconciles by event id. Listing a meter's streams is bounded the same way, falling back
-to the streams this outbox has written.
+``WriterSink`` (SQLite) hands them to the batched writer; ``OutboxSink`` (Cosmos DB) puts them in the
+local outbox, which a ``Forwarder`` drains. ``OutboxView`` is the matching read side: a stream as it
+will be once drained, read from its local state when it has one, with a bounded wait for streams the
+outbox never wrote. The rules: docs/architecture.md, "Sinks: SQLite and Cosmos DB".
 """
 from __future__ import annotations
 

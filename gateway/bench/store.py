@@ -1,34 +1,8 @@
 """`gateway bench store`: the batched writer on a real backend against a raw insert baseline.
 
-Synthetic meter polls (6 events each: 4 register reads, 1 block of load-profile intervals, 1 clock
-check, with JSON payloads of realistic size) go (a) through ``BatchedWriter`` into a fresh store and
-(b) into the backend's baseline: for SQLite, a bare table in a fresh file with the same pragmas,
-filled by ``executemany`` with one transaction per batch of the same size.
-
-The baseline rows are encoded (``codec.dumps`` of data and metadata) before its timer starts, so
-``ratio`` compares the writer with the raw insert alone: the limit set by the disk and SQLite, which
-the writer's encoding, batching, version checks, indexes and bookkeeping all count against.
-``ratio_incl_encode`` compares it with encoding plus insert (the encoding timed separately), for
-reference. The baseline stays one ``executemany`` per batch, as issue 2 defines it, although the
-SQLite store itself inserts with multi-row statements.
-
-A third timing, ``schema_baseline_events_per_s``, is a raw insert of the same rows into the store's
-own ``events`` table (created by the store, so its constraints are the ones in force: AUTOINCREMENT
-position, UNIQUE event id, UNIQUE (stream, version)), with none of the store's logic and no
-stream-head upkeep, in the store's own statement form (multi-row INSERTs of ``ROWS_PER_INSERT``
-rows, faster than ``executemany`` into that table). ``schema_ceiling_ratio`` (that over the bare
-table) is therefore an upper bound of ``ratio`` for a writer inserting this way on this schema: it
-shows what the constraints themselves cost on this disk, apart from our code. A writer receives events, not rows, so it must also encode
-them on the timed path (in one process: the GIL keeps a second thread from encoding in parallel);
-``schema_encode_ceiling_ratio`` (encode + insert into the store's table, over the bare insert) is
-the tighter bound for that.
-
-A warm-up poll per meter runs first (not measured) so the writer's version cache is warm, as it is
-in a running gateway; ``reads_per_append`` then counts the store reads of the measured phase.
-
-A backend measured by this harness is one entry of ``BACKENDS`` (a function returning a
-``BenchBackend``); a backend with a harness of its own (Cosmos DB: gateway/bench/cosmos.py) is one
-runner in ``STORE_BACKENDS`` of gateway/commands/bench.py.
+Synthetic polls go through ``BatchedWriter`` into a fresh store and, as the baseline, into a bare
+table by ``executemany``; further timings into the store's own table bound what the schema allows.
+What each figure means: docs/architecture.md, "Benchmarks".
 """
 from __future__ import annotations
 

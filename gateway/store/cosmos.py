@@ -1,38 +1,9 @@
 """Azure Cosmos DB (NoSQL API) backend of the event store: one item per append, one round trip.
 
-Layout (container ``events``, partition key ``/streamId``, so one meter-year is one logical partition):
-
-* **Commit** items, one per append (layout in ``gateway.store.cosmos_items``): ``id`` = the first
-  version zero-padded, the events inside. A single-item create is atomic on every account, so an
-  append is all or nothing with no stored procedure and no batch limit.
-* **Snapshot** item, at most one per stream, in the stream's own partition: ``id="snapshot"``,
-  ``kind="snapshot"``. Saving reads it and replaces it under its etag (``If-Match``), so two
-  writers never overwrite a newer snapshot with an older one; it is deleted with the stream.
-
-Optimistic concurrency. An append with expected version X creates the commit ``id = X + 1``: a
-writer whose X is stale (someone appended after X) gets 409 Conflict → ``WrongExpectedVersion``, after
-one query for the real head and the idempotent-retry check (are these event ids already at versions
-X+1..?). A create alone cannot see that X is *above* the head (it would succeed and leave a gap), so X
-is validated against a per-store head cache (an LRU updated by this store's appends and queries) and,
-when the cache has no entry or disagrees, by one partition-scoped query. With a warm cache an append is
-exactly one request. The cache is safe against other writers (they make our create conflict); it is not
-safe against another process deleting the stream (``delete_stream`` is an administrative operation).
-
-Event ids are caller-supplied and deterministic per meter-year stream; the contract does not require
-a backend to refuse an id already used in another stream. Cosmos has no constraint across partitions,
-so that check costs one cross-partition query per append: it is off by default (one request per
-append) and ``check_event_ids_across_streams=True`` turns it on (two requests per append). On the box,
-ids are enforced unique by the embedded store or the outbox before anything reaches Cosmos. Two appends of the same new id to two
-different streams at the same instant can still both pass the check; event ids that are deterministic
-per meter-year stream make that impossible in the product.
-
-``read_all`` reads the change feed per feed range with resumable checkpoints
-(``gateway.store.cosmos_feed``): each stream in version order, no order across ranges.
-``RecordedEvent.position`` is an ordinal within one ``load``, ``read_all`` or ``query_events`` call.
-
-Errors: 409 → ``WrongExpectedVersion``; 429 is retried by the SDK after the server's retry-after, a
-bounded number of times (config), then ``StoreUnavailable``; 408/449/5xx, timeouts and refused
-connections → ``StoreUnavailable``; 413 or a commit over ``max_commit_bytes`` → ``AppendTooLarge``.
+Each append creates one commit item in the stream's partition (``/streamId``) whose id is its first
+version, so a stale expected version is a 409 (``WrongExpectedVersion``); a per-store head cache
+validates the expected version without a read when warm. Layout, concurrency, change feed and error
+mapping: docs/architecture.md, "Stores".
 """
 from __future__ import annotations
 
