@@ -1,5 +1,8 @@
 """HDLC (IEC 62056-46, frame format type 3) framing as pure functions and a sans-IO stream reader.
 
+The one HDLC codec of the drivers: the client transport, the simulated meters and ``gateway decode``
+all encode, check and split frames and negotiate parameters here, and only add their own link state.
+
 Frames are delimited by their 11-bit length field, never by searching for the 0x7E flag: DLMS HDLC has
 no byte stuffing, so 0x7E legitimately occurs inside an information field or an FCS (Kamstrup HAN
 pushes, dlms-cosem issue #97). ``HdlcFrameReader`` takes bytes as they arrive from any transport and
@@ -43,6 +46,11 @@ def crc16_x25(data: bytes) -> int:
     return crc ^ 0xFFFF
 
 
+def fcs(data: bytes) -> bytes:
+    """HCS/FCS of ``data`` in wire order (least significant byte first)."""
+    return crc16_x25(data).to_bytes(2, "little")
+
+
 class FrameKind(str, Enum):
     I = "I"
     RR = "RR"
@@ -69,6 +77,20 @@ class HdlcAddress:
 
     def __str__(self) -> str:
         return self.raw.hex().upper()
+
+
+@dataclass(frozen=True)
+class CheckedFrame:
+    """A frame whose length, addresses, HCS and FCS are verified, its control byte not yet interpreted:
+    a station acts on the control values it knows and ignores (or answers) the others itself."""
+
+    segmented: bool
+    length: int
+    dst: HdlcAddress
+    src: HdlcAddress
+    control: int
+    info: bytes
+    raw: bytes
 
 
 @dataclass(frozen=True)
@@ -119,8 +141,8 @@ def _control(control: int) -> tuple[FrameKind, int | None, int | None]:
     return kind, None, None
 
 
-def parse_frame(raw: bytes) -> HdlcFrame:
-    """Parse exactly one frame, opening and closing flag included; raise ``FrameError`` otherwise."""
+def check_frame(raw: bytes) -> CheckedFrame:
+    """Check exactly one frame, opening and closing flag included; raise ``FrameError`` otherwise."""
     raw = bytes(raw)
     if len(raw) < 9:
         raise FrameError(f"HDLC frame too short ({len(raw)} bytes)")
@@ -138,23 +160,33 @@ def parse_frame(raw: bytes) -> HdlcFrame:
         raise FrameError("HDLC frame has no control byte")
     control = raw[pos]
     pos += 1
-    fcs = raw[-3] | raw[-2] << 8
-    if crc16_x25(raw[1:-3]) != fcs:
+    if raw[-3:-1] != fcs(raw[1:-3]):
         raise ChecksumError("HDLC FCS mismatch")
     if pos == end:
         info = b""
     else:
         if pos + 2 > end:
             raise FrameError("HDLC frame too short for its HCS")
-        hcs = raw[pos] | raw[pos + 1] << 8
-        if crc16_x25(raw[1:pos]) != hcs:
+        if raw[pos:pos + 2] != fcs(raw[1:pos]):
             raise ChecksumError("HDLC HCS mismatch")
         info = raw[pos + 2:end]
-    kind, send_seq, recv_seq = _control(control)
+    return CheckedFrame(segmented=bool(raw[1] & 0x08), length=length, dst=dst, src=src, control=control,
+                        info=info, raw=raw)
+
+
+def _interpret(frame: CheckedFrame) -> HdlcFrame:
+    kind, send_seq, recv_seq = _control(frame.control)
     return HdlcFrame(
-        segmented=bool(raw[1] & 0x08), length=length, dst=dst, src=src, control=control, kind=kind,
-        poll_final=bool(control & 0x10), send_seq=send_seq, recv_seq=recv_seq, info=info, raw=raw,
+        segmented=frame.segmented, length=frame.length, dst=frame.dst, src=frame.src, control=frame.control,
+        kind=kind, poll_final=bool(frame.control & 0x10), send_seq=send_seq, recv_seq=recv_seq, info=frame.info,
+        raw=frame.raw,
     )
+
+
+def parse_frame(raw: bytes) -> HdlcFrame:
+    """Parse exactly one frame, opening and closing flag included; raise ``FrameError`` otherwise
+    (an unknown control byte included)."""
+    return _interpret(check_frame(raw))
 
 
 def encode_address(upper: int, lower: int | None = None, size: int | None = None) -> bytes:
@@ -182,8 +214,8 @@ def encode_frame(dst: bytes, src: bytes, control: int, info: bytes = b"", *, seg
     header = bytes([0xA0 | (0x08 if segmented else 0) | length >> 8, length & 0xFF]) + dst + src + bytes([control])
     body = header
     if info:
-        body += crc16_x25(header).to_bytes(2, "little") + info
-    body += crc16_x25(body).to_bytes(2, "little")
+        body += fcs(header) + info
+    body += fcs(body)
     return bytes([FLAG]) + body + bytes([FLAG])
 
 
@@ -191,8 +223,10 @@ class HdlcFrameReader:
     """Sans-IO HDLC receiver: ``feed()`` bytes as they arrive, then call ``next_frame()`` until None.
 
     ``next_frame()`` raises ``FrameError`` for a frame that fails its checks; the reader has then already
-    skipped past that frame's opening flag, so the caller may keep calling it. Bytes before a flag (line
-    noise, an IR echo tail) are skipped and counted in ``discarded``.
+    skipped past it, so the caller may keep calling it: a frame whose closing flag sits where its length
+    field says is skipped whole (a 0x7E inside a corrupt frame opens no phantom frame), anything else
+    only up to its opening flag. Bytes before a flag (line noise, an IR echo tail) are skipped and
+    counted in ``discarded``. ``next_checked()`` is the same without interpreting the control byte.
     """
 
     def __init__(self) -> None:
@@ -217,6 +251,10 @@ class HdlcFrameReader:
         self.discarded += count
 
     def next_frame(self) -> HdlcFrame | None:
+        frame = self.next_checked()
+        return None if frame is None else _interpret(frame)
+
+    def next_checked(self) -> CheckedFrame | None:
         buf = self._buffer
         while True:
             start = buf.find(FLAG)
@@ -238,9 +276,9 @@ class HdlcFrameReader:
                 return None
             candidate = bytes(buf[:length + 2])
             try:
-                frame = parse_frame(candidate)
+                frame = check_frame(candidate)
             except FrameError:
-                self._drop(1)
+                self._drop(length + 1 if candidate[-1] == FLAG and length else 1)
                 raise
             # Keep the closing flag: it may double as the next frame's opening flag.
             del buf[:length + 1]
@@ -289,23 +327,53 @@ class SegmentReassembler:
 
 
 HDLC_PARAMETER_NAMES = {0x05: "max_info_tx", 0x06: "max_info_rx", 0x07: "window_tx", 0x08: "window_rx"}
+MAX_INFO_TX, MAX_INFO_RX, WINDOW_TX, WINDOW_RX = 0x05, 0x06, 0x07, 0x08
+DEFAULT_MAX_INFO = 128  # IEC 62056-46 default when SNRM/UA carry no parameters
 
 
 def parse_parameters(info: bytes) -> dict[str, int]:
-    """HDLC parameter negotiation field of SNRM/UA (IEC 62056-46 §6.4.4.4.3.2): 81 80 len {id len value}."""
+    """HDLC parameter negotiation field of SNRM/UA (IEC 62056-46 §6.4.4.4.3.2): 81 80 len {id len value}.
+
+    Strict, for showing what is on the wire: anything malformed is a ``FrameError``."""
     if len(info) < 3 or info[0] != 0x81 or info[1] != 0x80:
         raise FrameError("not an HDLC parameter negotiation field (expected 81 80)")
     end = 3 + info[2]
     if end != len(info):
         raise FrameError(f"HDLC parameter field declares {info[2]} bytes, has {len(info) - 3}")
-    params: dict[str, int] = {}
+    return {HDLC_PARAMETER_NAMES.get(ident, f"param_0x{ident:02X}"): value
+            for ident, value in _parameter_items(info, end, strict=True)}
+
+
+def read_parameters(info: bytes) -> dict[int, int]:
+    """The parameters a station can take from an SNRM/UA information field, by identifier (05..08).
+
+    Lenient, as a link partner must be: no field (or not 81 80) means none, so the defaults apply; a
+    value cut short by the group length is read as far as it goes."""
+    if len(info) < 3 or info[0] != 0x81 or info[1] != 0x80:
+        return {}
+    return dict(_parameter_items(info, min(len(info), 3 + info[2]), strict=False))
+
+
+def _parameter_items(info: bytes, end: int, *, strict: bool) -> list[tuple[int, int]]:
+    items = []
     pos = 3
-    while pos < end:
-        if pos + 2 > end:
-            raise FrameError("truncated HDLC parameter")
+    while pos + 2 <= end:
         ident, size = info[pos], info[pos + 1]
-        if pos + 2 + size > end or size > 4:
+        if strict and (pos + 2 + size > end or size > 4):
             raise FrameError(f"bad HDLC parameter 0x{ident:02X} of {size} bytes")
-        params[HDLC_PARAMETER_NAMES.get(ident, f"param_0x{ident:02X}")] = int.from_bytes(info[pos + 2:pos + 2 + size], "big")
+        items.append((ident, int.from_bytes(info[pos + 2:pos + 2 + size], "big")))
         pos += 2 + size
-    return params
+    if strict and pos != end:
+        raise FrameError("truncated HDLC parameter")
+    return items
+
+
+def encode_parameters(max_info_tx: int, max_info_rx: int, window_tx: int = 1, window_rx: int = 1) -> bytes:
+    """SNRM/UA parameter negotiation field; windows are sent as 4 bytes, as meters expect."""
+    def item(ident: int, value: int, width: int | None = None) -> bytes:
+        size = width or (1 if value < 0x100 else 2)
+        return bytes((ident, size)) + value.to_bytes(size, "big")
+
+    body = (item(MAX_INFO_TX, max_info_tx) + item(MAX_INFO_RX, max_info_rx)
+            + item(WINDOW_TX, window_tx, 4) + item(WINDOW_RX, window_rx, 4))
+    return b"\x81\x80" + bytes((len(body),)) + body
