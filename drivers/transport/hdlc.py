@@ -2,9 +2,9 @@
 
 The client side of one HDLC connection: SNRM/UA to connect, I-frames carrying the LLC header and
 the APDU (segmented by the maximum information field length), RR to fetch the next segment of a
-long answer, DISC to leave. Outgoing frames are encoded with dlms-cosem's frame classes; incoming
-ones are parsed here by their length field, since dlms-cosem's parser is inaccurate for multi-byte
-server addresses and drops a frame with a bad FCS silently (a timeout follows, not an error).
+long answer, DISC to leave. Frames are encoded and checked by the drivers' one HDLC codec
+(``drivers.decode.hdlc``); this module holds the link state and the I/O: it pulls frames off the
+stream by their length field (no byte stuffing in DLMS HDLC) and decides what each one means.
 
 Frames from other stations on a shared bus are ignored. A corrupt frame is answered with RR (the
 HDLC way to ask for retransmission) a bounded number of times, then ends in ``FrameError``. A bus
@@ -19,29 +19,21 @@ from typing import Any
 
 import anyio
 from anyio.abc import ByteStream
-from dlms_cosem.crc import CRCCCITT
-from dlms_cosem.hdlc import frames
-from dlms_cosem.hdlc.address import HdlcAddress
-
+from drivers.decode import errors as decode_errors
+from drivers.decode.hdlc import (DEFAULT_MAX_INFO, FLAG, LLC_COMMAND, LLC_RESPONSE, MAX_INFO_RX, check_frame,
+                                 encode_address, encode_frame, encode_parameters, fcs, read_parameters)
 from drivers.errors import ConfigError, ConnectionLost, FrameError, MeterTimeout
 from drivers.transport.base import ByteBuffer, close_quietly, connect_tcp, send_all
 
-FLAG = 0x7E
-LLC_REQUEST = b"\xe6\xe6\x00"
-LLC_RESPONSE = b"\xe6\xe7\x00"
-DEFAULT_MAX_INFO = 128  # IEC 62056-46 default when SNRM carries no parameters
+LLC_REQUEST = LLC_COMMAND
 DISC_TIMEOUT_S = 1.0  # bound on the closing DISC/UA exchange: it holds the bus, often past the deadline
-_CRC = CRCCCITT()
 
 StreamOpener = Callable[[], Awaitable[ByteStream]]
 
 # Control field values with the P/F bit masked off (IEC 62056-46 §6.4.3).
 _UA, _DM, _FRMR, _RR, _RNR = 0x63, 0x0F, 0x87, 0x01, 0x05
-
-
-def fcs(data: bytes) -> bytes:
-    """HDLC frame/header check sequence, in wire order."""
-    return _CRC.calculate_for(data)
+# Commands we send, P/F bit set: SNRM, DISC; RR and I-frames add their sequence numbers.
+_SNRM_P, _DISC_P, _RR_P, _I_P = 0x93, 0x53, 0x11, 0x10
 
 
 @dataclass(frozen=True)
@@ -78,38 +70,24 @@ class ReceivedFrame:
 
 def split_frame(body: bytes) -> ReceivedFrame:
     """Parse the bytes between the flags of one frame; raises ValueError when it is not valid."""
-    if len(body) < 7 or body[0] & 0xF0 != 0xA0:
-        raise ValueError("not an HDLC frame format type 3")
-    length = ((body[0] & 0x07) << 8) | body[1]
-    if length != len(body):
-        raise ValueError(f"frame length field {length} but {len(body)} bytes")
-    position = 2
-    addresses: list[bytes] = []
-    for _ in range(2):
-        start = position
-        while position < len(body) and not body[position] & 0x01:
-            position += 1
-        position += 1
-        if position - start not in (1, 2, 4):
-            raise ValueError("invalid address length")
-        addresses.append(body[start:position])
-    control = body[position]
-    position += 1
-    if body[-2:] != fcs(body[:-2]):
-        raise ValueError("FCS mismatch")
-    information = b""
-    if len(body) > position + 2:
-        if body[position : position + 2] != fcs(body[:position]):
-            raise ValueError("HCS mismatch")
-        information = body[position + 2 : -2]
-    return ReceivedFrame(addresses[0], addresses[1], control, information, bool(body[0] & 0x08))
+    try:
+        frame = check_frame(bytes([FLAG]) + body + bytes([FLAG]))
+    except decode_errors.FrameError as exc:
+        raise ValueError(exc.message) from exc
+    return ReceivedFrame(frame.dst.raw, frame.src.raw, frame.control, frame.info, frame.segmented)
 
 
-def server_address(logical: int, physical: int | None) -> HdlcAddress:
-    # dlms-cosem drops zero address bytes unless extended addressing is on, which for a physical
-    # address above 127 yields a 3-byte (invalid) address: force the 4-byte form there.
-    extended = physical is not None and (physical > 0x7F or logical > 0x7F)
-    return HdlcAddress(logical, physical, "server", extended_addressing=extended)
+def server_address(logical: int, physical: int | None) -> bytes:
+    """The server address as this transport has always sent it (formerly through dlms-cosem).
+
+    The 4-byte form when the physical address or, with one, the logical address exceeds 7 bits. Kept
+    byte for byte from dlms-cosem for the other cases: a zero upper part is left out, and a logical
+    address above 127 without a physical one goes out as two 7-bit halves."""
+    if physical is not None and (physical > 0x7F or logical > 0x7F):
+        return encode_address(logical, physical, 4)
+    if physical is None:
+        return encode_address(logical) if logical <= 0x7F else encode_address(logical >> 7, logical & 0x7F)
+    return encode_address(physical) if logical == 0 else encode_address(logical, physical)
 
 
 class HdlcTransport:
@@ -144,10 +122,8 @@ class HdlcTransport:
             raise ConfigError(meter_id, f"max information length {max_info_length} is outside 32..2030")
         self.meter_id = meter_id
         self._opener = opener
-        self._client = HdlcAddress(client_address, None, "client")
-        self._server = server_address(server_logical, server_physical)
-        self._client_bytes = self._client.to_bytes()
-        self._server_bytes = self._server.to_bytes()
+        self._client_bytes = encode_address(client_address)
+        self._server_bytes = server_address(server_logical, server_physical)
         self._bus_lock = bus_lock
         self.link_timeout_s = link_timeout_s
         self.frame_retries = frame_retries
@@ -183,31 +159,20 @@ class HdlcTransport:
 
     def _snrm(self) -> bytes:
         if not self.negotiate:
-            return frames.SetNormalResponseModeFrame(destination_address=self._server, source_address=self._client).to_bytes()
-        # IEC 62056-46 §6.4.4.4.3.2: format 81, group 80, then max info tx/rx (05/06) and window
-        # tx/rx (07/08); window 1 because we acknowledge every segment.
-        size = self.proposed_max_info.to_bytes(2 if self.proposed_max_info > 0xFF else 1, "big")
-        params = bytes([0x05, len(size)]) + size + bytes([0x06, len(size)]) + size
-        params += bytes([0x07, 0x04, 0, 0, 0, 1, 0x08, 0x04, 0, 0, 0, 1])
-        information = bytes([0x81, 0x80, len(params)]) + params
-        addresses = self._server_bytes + self._client_bytes
-        length = 2 + len(addresses) + 1 + 2 + len(information) + 2
-        header = (0xA000 | length).to_bytes(2, "big") + addresses + bytes([0x93])
-        body = header + fcs(header) + information
-        return bytes([FLAG]) + body + fcs(body) + bytes([FLAG])
+            return self._frame(_SNRM_P)
+        # IEC 62056-46 §6.4.4.4.3.2: max info tx/rx as proposed, window 1 because we acknowledge
+        # every segment.
+        return self._frame(_SNRM_P, encode_parameters(self.proposed_max_info, self.proposed_max_info))
 
     def _apply_negotiated(self, information: bytes) -> None:
         # UA carries the server's parameters, or none: then the defaults (128 bytes) apply.
         self.max_info_length = DEFAULT_MAX_INFO
-        if len(information) < 3 or information[0] != 0x81 or information[1] != 0x80:
-            return
-        position = 3
-        while position + 2 <= len(information):
-            ident, length = information[position], information[position + 1]
-            value = int.from_bytes(information[position + 2 : position + 2 + length], "big")
-            if ident == 0x06 and value >= 32:  # the server's maximum receive information length
-                self.max_info_length = min(value, self.proposed_max_info) if self.negotiate else min(value, DEFAULT_MAX_INFO)
-            position += 2 + length
+        value = read_parameters(information).get(MAX_INFO_RX)  # the server's maximum receive length
+        if value is not None and value >= 32:
+            self.max_info_length = min(value, self.proposed_max_info) if self.negotiate else min(value, DEFAULT_MAX_INFO)
+
+    def _frame(self, control: int, information: bytes = b"", *, segmented: bool = False) -> bytes:
+        return encode_frame(self._server_bytes, self._client_bytes, control, information, segmented=segmented)
 
     async def aclose(self) -> None:
         try:
@@ -216,9 +181,8 @@ class HdlcTransport:
                 # Shielded so a cancelled poll still says goodbye, but short: the bus is held
                 # until this returns, and the poll's deadline has usually passed already.
                 with anyio.move_on_after(min(self.link_timeout_s, DISC_TIMEOUT_S), shield=True):
-                    disc = frames.DisconnectFrame(destination_address=self._server, source_address=self._client)
                     try:
-                        await self._command(disc.to_bytes(), expect=_UA, what="DISC", accept_dm=True, retries=0)
+                        await self._command(self._frame(_DISC_P), expect=_UA, what="DISC", accept_dm=True, retries=0)
                     except (MeterTimeout, FrameError, ConnectionLost):
                         pass  # the meter drops the link by itself after its inactivity timeout
         finally:
@@ -258,15 +222,7 @@ class HdlcTransport:
         chunks = [payload[i : i + self.max_info_length] for i in range(0, len(payload), self.max_info_length)]
         for index, chunk in enumerate(chunks):
             last = index == len(chunks) - 1
-            frame = frames.InformationFrame(
-                destination_address=self._server,
-                source_address=self._client,
-                payload=chunk,
-                send_sequence_number=self._ssn,
-                receive_sequence_number=self._rsn,
-                segmented=not last,
-                final=True,
-            ).to_bytes()
+            frame = self._frame(self._rsn << 5 | _I_P | self._ssn << 1, chunk, segmented=not last)
             self._ssn = (self._ssn + 1) % 8
             self._last_sent = [frame]
             await self._write(frame)
@@ -329,10 +285,7 @@ class HdlcTransport:
             await self._write(frame)
 
     async def _send_rr(self) -> None:
-        rr = frames.ReceiveReadyFrame(
-            destination_address=self._server, source_address=self._client, receive_sequence_number=self._rsn
-        ).to_bytes()
-        await self._write(rr)
+        await self._write(self._frame(self._rsn << 5 | _RR_P))
 
     # -- framing -----------------------------------------------------------------------------
 
