@@ -10,8 +10,8 @@ DISC → UA/DM, I-frames in both directions with segmentation (each segment ackn
 RR, IEC 62056-46 §6.4.4.4.3.4), RR polls, and retransmission of the last reply when the client
 repeats a frame it sent (its ssn did not advance: our reply was lost or corrupt).
 
-Reply frames are built with dlms-cosem's frame classes; incoming frames are parsed here
-because dlms-cosem only parses the server→client direction.
+Frames are split, checked and built by the drivers' one HDLC codec (``drivers.decode.hdlc``),
+the same the client transport and ``gateway decode`` use; this module holds each meter's link state.
 """
 from __future__ import annotations
 
@@ -19,20 +19,18 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Callable
 
-from dlms_cosem.crc import CRCCCITT
-from dlms_cosem.hdlc import frames
-from dlms_cosem.hdlc.address import HdlcAddress
-
+from drivers.decode.errors import FrameError
+from drivers.decode.hdlc import (DEFAULT_MAX_INFO, LLC_COMMAND, LLC_RESPONSE, MAX_INFO_RX, MAX_INFO_TX, CheckedFrame,
+                                 HdlcFrameReader, check_frame, encode_address, encode_frame, encode_parameters,
+                                 read_parameters)
 from drivers.simulator.cosem import CosemAssociation
 from drivers.simulator.faults import corrupt_fcs
 from drivers.simulator.meter import SimulatedMeter
 
-LLC_REQUEST = b"\xe6\xe6\x00"
-LLC_RESPONSE = b"\xe6\xe7\x00"
-DEFAULT_MAX_INFO = 128  # IEC 62056-46 default when SNRM carries no parameters
+LLC_REQUEST = LLC_COMMAND
 OWN_MAX_INFO = 512
-_CRC = CRCCCITT()
-_MAX_BUFFER = 8192  # garbage beyond this without a frame is dropped
+# Replies, P/F bit set: UA, DM; RR and I-frames add their sequence numbers.
+_UA_F, _DM_F, _RR_F, _I_F = 0x73, 0x1F, 0x11, 0x10
 
 
 class HdlcFrameError(ValueError):
@@ -50,112 +48,43 @@ class ClientFrame:
     info: bytes
 
 
-def _server_address(raw: bytes) -> tuple[int, int | None]:
-    if len(raw) == 1:
-        return raw[0] >> 1, None
-    if len(raw) == 2:
-        return raw[0] >> 1, raw[1] >> 1
-    return ((raw[0] >> 1) << 7) | (raw[1] >> 1), ((raw[2] >> 1) << 7) | (raw[3] >> 1)
+def _client_frame(frame: CheckedFrame) -> ClientFrame:
+    if len(frame.src.raw) != 1:
+        raise HdlcFrameError("client address must be one byte")
+    return ClientFrame(
+        server_logical=frame.dst.upper, server_physical=frame.dst.lower, server_address_length=len(frame.dst.raw),
+        client_address=frame.src.upper, control=frame.control, segmented=frame.segmented, info=frame.info,
+    )
 
 
 def parse_client_frame(frame: bytes) -> ClientFrame:
     """Parse one client→server frame including both flags."""
-    if len(frame) < 9 or frame[0] != 0x7E or frame[-1] != 0x7E or frame[1] & 0xF0 != 0xA0:
-        raise HdlcFrameError("not an HDLC frame type 3")
-    length = ((frame[1] & 0x07) << 8) | frame[2]
-    if length + 2 != len(frame):
-        raise HdlcFrameError("length field does not match")
-    pos = 3
-    start = pos
-    while not frame[pos] & 0x01:
-        pos += 1
-        if pos - start >= 4 or pos >= len(frame) - 3:
-            raise HdlcFrameError("server address longer than 4 bytes")
-    server_raw = frame[start:pos + 1]
-    if len(server_raw) == 3:
-        raise HdlcFrameError("3-byte server address")
-    pos += 1
-    client_byte = frame[pos]
-    if not client_byte & 0x01:
-        raise HdlcFrameError("client address must be one byte")
-    pos += 1
-    control = frame[pos]
-    pos += 1
-    body_end = len(frame) - 3
-    if frame[body_end:body_end + 2] != _CRC.calculate_for(frame[1:body_end]):
-        raise HdlcFrameError("bad FCS")
-    info = b""
-    if body_end > pos:
-        if frame[pos:pos + 2] != _CRC.calculate_for(frame[1:pos]):
-            raise HdlcFrameError("bad HCS")
-        info = bytes(frame[pos + 2:body_end])
-    logical, physical = _server_address(server_raw)
-    return ClientFrame(
-        server_logical=logical, server_physical=physical, server_address_length=len(server_raw),
-        client_address=client_byte >> 1, control=control, segmented=bool(frame[1] & 0x08), info=info,
-    )
+    try:
+        return _client_frame(check_frame(frame))
+    except FrameError as exc:
+        raise HdlcFrameError(exc.message) from exc
 
 
 def split_frames(buffer: bytearray) -> list[bytes]:
-    """Remove and return every complete frame at the front of `buffer` (flags may be shared)."""
+    """Remove and return every complete, checked frame at the front of `buffer` (flags may be shared);
+    corrupt frames are dropped, as a meter drops them."""
+    reader = HdlcFrameReader()
+    reader.feed(bytes(buffer))
     out: list[bytes] = []
     while True:
-        start = buffer.find(0x7E)
-        if start < 0:
-            buffer.clear()
-            return out
-        del buffer[:start]
-        while len(buffer) >= 2 and buffer[1] == 0x7E:
-            del buffer[0]
-        if len(buffer) < 3:
-            return out
-        if buffer[1] & 0xF0 != 0xA0:
-            del buffer[0]
+        try:
+            frame = reader.next_checked()
+        except FrameError:
             continue
-        length = ((buffer[1] & 0x07) << 8) | buffer[2]
-        if len(buffer) < length + 2:
-            if len(buffer) > _MAX_BUFFER:
-                del buffer[0]
-                continue
-            return out
-        if buffer[length + 1] != 0x7E:
-            del buffer[0]  # not a frame start after all: resynchronise on the next flag
-            continue
-        out.append(bytes(buffer[:length + 2]))
-        # Keep the closing flag: it may also open the next frame.
-        del buffer[:length + 1]
+        if frame is None:
+            break
+        out.append(frame.raw)
+    buffer[:] = reader.pending
+    return out
 
 
 def _is_information(frame: bytes) -> bool:
-    pos = 3
-    while not frame[pos] & 0x01:  # destination (client) address
-        pos += 1
-    pos += 1
-    while not frame[pos] & 0x01:  # source (server) address
-        pos += 1
-    return frame[pos + 1] & 0x01 == 0
-
-
-def _parse_parameters(info: bytes) -> dict[int, int]:
-    """SNRM/UA parameter negotiation field: 81 80 len {id len value}*."""
-    if len(info) < 3 or info[0] != 0x81 or info[1] != 0x80:
-        return {}
-    params: dict[int, int] = {}
-    pos, end = 3, min(len(info), 3 + info[2])
-    while pos + 2 <= end:
-        pid, plen = info[pos], info[pos + 1]
-        params[pid] = int.from_bytes(info[pos + 2:pos + 2 + plen], "big")
-        pos += 2 + plen
-    return params
-
-
-def _encode_parameters(tx: int, rx: int) -> bytes:
-    def item(pid: int, value: int, width: int | None = None) -> bytes:
-        size = width or (1 if value < 256 else 2)
-        return bytes((pid, size)) + value.to_bytes(size, "big")
-
-    body = item(0x05, tx) + item(0x06, rx) + item(0x07, 1, 4) + item(0x08, 1, 4)
-    return b"\x81\x80" + bytes((len(body),)) + body
+    return check_frame(frame).control & 0x01 == 0
 
 
 @dataclass
@@ -187,19 +116,22 @@ class HdlcBus:
     def __init__(self, meters: dict[int, SimulatedMeter], now: Callable[[], datetime]) -> None:
         self._links = {address: _Link(meter) for address, meter in meters.items()}
         self._now = now
-        self._buffer = bytearray()
+        self._reader = HdlcFrameReader()
 
     def is_connected(self, address: int) -> bool:
         link = self._links.get(address)
         return link is not None and link.connected
 
     def feed(self, data: bytes) -> list[BusOutput]:
-        self._buffer += data
+        self._reader.feed(data)
         outputs = []
-        for raw in split_frames(self._buffer):
+        while True:
             try:
-                frame = parse_client_frame(raw)
-            except HdlcFrameError:
+                checked = self._reader.next_checked()
+                if checked is None:
+                    break
+                frame = _client_frame(checked)
+            except (FrameError, HdlcFrameError):
                 continue  # corrupt frames are discarded; the client times out and retries
             link = self._links.get(frame.server_physical) if frame.server_physical is not None else None
             if link is None or link.meter.faults.no_answer:
@@ -211,12 +143,17 @@ class HdlcBus:
 
     # -- frame handling ----------------------------------------------------------------
 
-    def _addresses(self, frame: ClientFrame) -> tuple[HdlcAddress, HdlcAddress]:
-        client = HdlcAddress(logical_address=frame.client_address, address_type="client")
-        server = HdlcAddress(
-            logical_address=frame.server_logical, physical_address=frame.server_physical,
-            address_type="server", extended_addressing=frame.server_address_length == 4,
-        )
+    def _addresses(self, frame: ClientFrame) -> tuple[bytes, bytes]:
+        """(client, server) address bytes for replies, in the form the client used for the server."""
+        client = encode_address(frame.client_address)
+        if frame.server_address_length == 4:
+            server = encode_address(frame.server_logical, frame.server_physical, 4)
+        elif frame.server_physical is None:
+            server = encode_address(frame.server_logical)
+        else:
+            # As dlms-cosem built it before: a zero upper (logical) byte of the 2-byte form is left out.
+            server = (encode_address(frame.server_physical) if frame.server_logical == 0
+                      else encode_address(frame.server_logical, frame.server_physical))
         return client, server
 
     def _out(self, link: _Link, *frames_: bytes, disconnect: bool = False) -> BusOutput:
@@ -230,7 +167,7 @@ class HdlcBus:
         client, server = self._addresses(frame)
         control = frame.control & ~0x10  # strip the poll bit
         if control == 0x83:  # SNRM
-            params = _parse_parameters(frame.info)
+            params = read_parameters(frame.info)
             link.connected = True
             link.vs = link.vr = 0
             link.rx.clear()
@@ -238,39 +175,29 @@ class HdlcBus:
             link.last_frame = None
             link.association = CosemAssociation(link.meter, self._now, frame.client_address)
             if params:
-                link.max_tx = min(params.get(0x06, DEFAULT_MAX_INFO), OWN_MAX_INFO)
-                rx = min(params.get(0x05, DEFAULT_MAX_INFO), OWN_MAX_INFO)
-                payload = _encode_parameters(link.max_tx, rx)
+                link.max_tx = min(params.get(MAX_INFO_RX, DEFAULT_MAX_INFO), OWN_MAX_INFO)
+                rx = min(params.get(MAX_INFO_TX, DEFAULT_MAX_INFO), OWN_MAX_INFO)
+                payload = encode_parameters(link.max_tx, rx)
             else:
                 link.max_tx = DEFAULT_MAX_INFO
-                payload = None
-            ua = frames.UnNumberedAcknowledgmentFrame(destination_address=client, source_address=server, payload=payload)
-            return self._out(link, ua.to_bytes())
+                payload = b""
+            return self._out(link, encode_frame(client, server, _UA_F, payload))
         if control == 0x43:  # DISC
             was_connected = link.connected
             link.connected = False
             link.association = None
             if was_connected:
-                ua = frames.UnNumberedAcknowledgmentFrame(destination_address=client, source_address=server)
-                return self._out(link, ua.to_bytes())
-            return self._out(link, self._dm(client, server))
+                return self._out(link, encode_frame(client, server, _UA_F))
+            return self._out(link, encode_frame(client, server, _DM_F))
         if not link.connected or link.association is None:
-            return self._out(link, self._dm(client, server))
+            return self._out(link, encode_frame(client, server, _DM_F))
         if control & 0x01 == 0:  # I-frame
             return self._information(link, frame, client, server)
         if control & 0x0F == 0x01:  # RR
             return self._receive_ready(link, (frame.control >> 5) & 0x07, client, server)
         return None
 
-    @staticmethod
-    def _dm(client: HdlcAddress, server: HdlcAddress) -> bytes:
-        header = (
-            frames.fields.DlmsHdlcFrameFormatField(length=5 + client.length + server.length, segmented=False).to_bytes()
-            + client.to_bytes() + server.to_bytes() + b"\x1f"
-        )
-        return b"\x7e" + header + _CRC.calculate_for(header) + b"\x7e"
-
-    def _information(self, link: _Link, frame: ClientFrame, client: HdlcAddress, server: HdlcAddress) -> BusOutput | None:
+    def _information(self, link: _Link, frame: ClientFrame, client: bytes, server: bytes) -> BusOutput | None:
         ssn = (frame.control >> 1) & 0x07
         if ssn != link.vr:
             if ssn == (link.vr - 1) % 8 and link.last_frame is not None:
@@ -279,8 +206,7 @@ class HdlcBus:
         link.vr = (link.vr + 1) % 8
         link.rx += frame.info
         if frame.segmented:
-            rr = frames.ReceiveReadyFrame(destination_address=client, source_address=server, receive_sequence_number=link.vr)
-            link.last_frame = rr.to_bytes()
+            link.last_frame = encode_frame(client, server, link.vr << 5 | _RR_F)
             return self._out(link, link.last_frame)
         request = bytes(link.rx)
         link.rx.clear()
@@ -295,22 +221,17 @@ class HdlcBus:
         link.disconnect_after = reply.disconnect
         return self._send_segment(link, client, server)
 
-    def _send_segment(self, link: _Link, client: HdlcAddress, server: HdlcAddress) -> BusOutput:
+    def _send_segment(self, link: _Link, client: bytes, server: bytes) -> BusOutput:
         segment = link.tx_segments.pop(0)
-        frame = frames.InformationFrame(
-            destination_address=client, source_address=server, payload=segment,
-            send_sequence_number=link.vs, receive_sequence_number=link.vr,
-            segmented=bool(link.tx_segments), final=True,
-        )
+        link.last_frame = encode_frame(client, server, link.vr << 5 | _I_F | link.vs << 1, segment,
+                                       segmented=bool(link.tx_segments))
         link.vs = (link.vs + 1) % 8
-        link.last_frame = frame.to_bytes()
         disconnect = link.disconnect_after and not link.tx_segments
         return self._out(link, link.last_frame, disconnect=disconnect)
 
-    def _receive_ready(self, link: _Link, nr: int, client: HdlcAddress, server: HdlcAddress) -> BusOutput | None:
+    def _receive_ready(self, link: _Link, nr: int, client: bytes, server: bytes) -> BusOutput | None:
         if nr != link.vs:
             return self._out(link, link.last_frame) if link.last_frame is not None else None
         if link.tx_segments:
             return self._send_segment(link, client, server)
-        rr = frames.ReceiveReadyFrame(destination_address=client, source_address=server, receive_sequence_number=link.vr)
-        return self._out(link, rr.to_bytes())
+        return self._out(link, encode_frame(client, server, link.vr << 5 | _RR_F))
