@@ -331,7 +331,7 @@ _ACSE = {
 
 def _acse(buf: bytes, pos: int) -> tuple[AcseApdu, int]:
     name, cls = _ACSE[buf[pos]]
-    size, start = _ber_length(buf, pos + 1)
+    size, start = decode_length(buf, pos + 1, max_bytes=2)  # ACSE: BER length, 2 bytes at most here
     end = start + size
     if end > len(buf):
         raise DecodeError(f"truncated {name}: {size} bytes declared, {len(buf) - start} present")
@@ -356,18 +356,6 @@ def _secret_fields(fields: dict[str, Any]) -> tuple[str, ...]:
     if isinstance(content, dict) and "dedicated_key" in content:
         paths.append("user_information.content.dedicated_key")
     return tuple(paths)
-
-
-def _ber_length(buf: bytes, pos: int) -> tuple[int, int]:
-    if pos >= len(buf):
-        raise DecodeError("truncated BER length")
-    first = buf[pos]
-    if first < 0x80:
-        return first, pos + 1
-    count = first & 0x7F
-    if count == 0 or count > 2 or pos + 1 + count > len(buf):
-        raise DecodeError("bad or truncated BER length")
-    return int.from_bytes(buf[pos + 1:pos + 1 + count], "big"), pos + 1 + count
 
 
 _XDLMS = {

@@ -92,15 +92,16 @@ class Data:
         return self.value
 
 
-def decode_length(buf: bytes, pos: int) -> tuple[int, int]:
-    """A-XDR variable-length integer at ``pos``; returns (value, position after it)."""
+def decode_length(buf: bytes, pos: int, *, max_bytes: int = 4) -> tuple[int, int]:
+    """A-XDR variable-length integer (the same form as a BER definite length) at ``pos``; returns
+    (value, position after it). ``max_bytes`` bounds the long form: 4 for A-XDR, 2 for ACSE's BER."""
     if pos >= len(buf):
         raise DecodeError("truncated: length byte missing")
     first = buf[pos]
     if first < 0x80:
         return first, pos + 1
     count = first & 0x7F
-    if count == 0 or count > 4:
+    if count == 0 or count > max_bytes:
         raise DecodeError(f"A-XDR length with {count} length bytes is not supported")
     end = pos + 1 + count
     if end > len(buf):

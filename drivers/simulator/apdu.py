@@ -8,8 +8,10 @@
 """
 from __future__ import annotations
 
-from dlms_cosem import dlms_data
 from dlms_cosem.enumerations import ServiceException, StateException
+
+from drivers.decode import axdr
+from drivers.decode.errors import DecodeError
 
 TAG_GLO = 0xDB
 SECURITY_CONTROL_ENCRYPTED_AUTHENTICATED = 0x30  # suite 0, authenticated and encrypted
@@ -19,29 +21,21 @@ class ProtocolViolation(Exception):
     """A request the simulator cannot decode; the association answers with an exception-response."""
 
 
-def encode_length(length: int) -> bytes:
-    return dlms_data.encode_variable_integer(length)
-
-
 def exception_response(service: ServiceException, state: StateException = StateException.SERVICE_NOT_ALLOWED) -> bytes:
     return bytes((0xD8, state, service))
 
 
 def general_glo_cipher(system_title: bytes, invocation_counter: int, ciphered_text: bytes) -> bytes:
     content = bytes((SECURITY_CONTROL_ENCRYPTED_AUTHENTICATED,)) + invocation_counter.to_bytes(4, "big") + ciphered_text
-    return bytes((TAG_GLO, len(system_title))) + system_title + encode_length(len(content)) + content
+    return bytes((TAG_GLO, len(system_title))) + system_title + axdr.encode_length(len(content)) + content
 
 
 def decode_length(data: bytes, offset: int) -> tuple[int, int]:
-    if offset >= len(data):
-        raise ProtocolViolation("truncated length")
-    first = data[offset]
-    if first < 0x80:
-        return first, offset + 1
-    size = first & 0x7F
-    if size == 0 or size > 4 or offset + 1 + size > len(data):
-        raise ProtocolViolation("bad length")
-    return int.from_bytes(data[offset + 1:offset + 1 + size], "big"), offset + 1 + size
+    """The decode layer's A-XDR length decoder; a malformed length is the client's protocol violation."""
+    try:
+        return axdr.decode_length(data, offset)
+    except DecodeError as exc:
+        raise ProtocolViolation(exc.message) from exc
 
 
 def _skip_data(data: bytes, offset: int) -> int:

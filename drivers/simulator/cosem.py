@@ -37,13 +37,13 @@ from dlms_cosem.enumerations import (
 from dlms_cosem.protocol import acse, xdlms
 from dlms_cosem.protocol.xdlms.conformance import Conformance
 
+from drivers.decode.axdr import encode_length
 from drivers.simulator import meter as m
 from drivers.simulator.meter import SecurityLevel, SimulatedMeter
 from drivers.simulator.apdu import (
     TAG_GLO,
     ProtocolViolation,
     decode_length,
-    encode_length,
     exception_response,
     general_glo_cipher,
     parse_attribute_descriptor,

@@ -18,8 +18,8 @@ from typing import Callable
 from dlms_cosem import dlms_data
 from dlms_cosem.enumerations import DataAccessResult
 
+from drivers.decode.axdr import encode_length
 from drivers.simulator import meter as m
-from drivers.simulator.apdu import encode_length
 from drivers.simulator.meter import SimulatedMeter
 
 CLASS_DATA = 1
