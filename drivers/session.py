@@ -38,7 +38,7 @@ from drivers.decode import apdu as decode_layer
 from drivers.decode.cipher import CIPHERED_TAGS, SecurityKeys, decipher, parse_ciphered
 from drivers.decode.errors import DecodeLayerError, DecryptionError
 from drivers.decode.get_reply import GetReply, parse_get_reply, parse_list_results
-from drivers.decode.axdr import decode_length
+from drivers.decode.axdr import decode_length, encode_length
 from drivers.counters import FileInvocationCounterStore, InvocationCounterStore  # noqa: F401  (re-exported)
 from drivers.errors import (
     AccessDenied,
@@ -702,7 +702,7 @@ def _fix_ciphered_length(payload: bytes) -> bytes:
     content = payload[length_at + 1 :]
     if len(content) < 0x80:
         return payload
-    return payload[:length_at] + dlms_data.encode_variable_integer(len(content)) + content
+    return payload[:length_at] + encode_length(len(content)) + content
 
 
 def _is_stale(plain: bytes, request: Any) -> bool:
