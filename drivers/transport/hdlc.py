@@ -19,7 +19,9 @@ from typing import Any
 
 import anyio
 from anyio.abc import ByteStream
+
 from drivers.decode import errors as decode_errors
+# fcs is re-exported: callers that build a frame by hand (tests) keep taking it from here.
 from drivers.decode.hdlc import (DEFAULT_MAX_INFO, FLAG, LLC_COMMAND, LLC_RESPONSE, MAX_INFO_RX, check_frame,
                                  encode_address, encode_frame, encode_parameters, fcs, read_parameters)
 from drivers.errors import ConfigError, ConnectionLost, FrameError, MeterTimeout
@@ -27,6 +29,8 @@ from drivers.transport.base import ByteBuffer, close_quietly, connect_tcp, send_
 
 LLC_REQUEST = LLC_COMMAND
 DISC_TIMEOUT_S = 1.0  # bound on the closing DISC/UA exchange: it holds the bus, often past the deadline
+
+__all__ = ["HdlcTcpTransport", "HdlcTransport", "ReceivedFrame", "fcs", "server_address", "split_frame"]
 
 StreamOpener = Callable[[], Awaitable[ByteStream]]
 
