@@ -43,6 +43,7 @@ def _store_with_one_stream(db: Path) -> None:
     anyio.run(fill)
 
 
+@pytest.mark.slow
 @pytest.mark.anyio
 async def test_backup_while_appending_is_one_consistent_checked_copy(tmp_path: Path) -> None:
     db, backup = tmp_path / "events.db", tmp_path / "backups" / "events-1.db"
@@ -93,6 +94,7 @@ async def test_backup_while_appending_is_one_consistent_checked_copy(tmp_path: P
     assert report["keyStore"] is None
 
 
+@pytest.mark.slow
 def test_backup_never_overwrites_and_leaves_nothing_when_it_fails(tmp_path: Path) -> None:
     db = tmp_path / "events.db"
     _store_with_one_stream(db)
@@ -116,6 +118,7 @@ def test_backup_never_overwrites_and_leaves_nothing_when_it_fails(tmp_path: Path
     assert not [p.name for p in tmp_path.iterdir() if "partial" in p.name]
 
 
+@pytest.mark.slow
 def test_key_store_is_copied_only_when_asked(tmp_path: Path) -> None:
     db = tmp_path / "events.db"
     _store_with_one_stream(db)
@@ -131,6 +134,7 @@ def test_key_store_is_copied_only_when_asked(tmp_path: Path) -> None:
     assert (tmp_path / "b2.keys.db").is_file() and "erasures made from now on" in with_keys.stdout
 
 
+@pytest.mark.slow
 def test_with_keys_is_all_or_nothing(tmp_path: Path) -> None:
     db = tmp_path / "events.db"
     _store_with_one_stream(db)

@@ -23,6 +23,7 @@ def run_gateway(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.slow
 @pytest.mark.anyio
 async def test_bench_store_json_reports_figures_and_stores_every_event(tmp_path: Path) -> None:
     work = tmp_path / "bench"
@@ -67,6 +68,7 @@ async def test_bench_store_json_reports_figures_and_stores_every_event(tmp_path:
     assert sum(heads.values()) == 60 + report["warmup_events"]
 
 
+@pytest.mark.slow
 def test_bench_store_refuses_to_reuse_a_store(tmp_path: Path) -> None:
     # The default 3 runs each write into a sub-directory of their own.
     (tmp_path / "run-1").mkdir()
@@ -76,6 +78,7 @@ def test_bench_store_refuses_to_reuse_a_store(tmp_path: Path) -> None:
     assert "already exists" in done.stderr
 
 
+@pytest.mark.slow
 def test_bench_store_unknown_backend_is_a_usage_error() -> None:
     done = run_gateway("bench", "store", "--backend", "nosuch")
     assert done.returncode == 2

@@ -54,6 +54,7 @@ async def db(tmp_path: Path) -> Path:
     return path
 
 
+@pytest.mark.slow
 @pytest.mark.anyio
 async def test_list_prints_every_stream_with_head_and_times(db: Path) -> None:
     done = run_gateway("streams", "list", "--db", str(db))
@@ -68,6 +69,7 @@ async def test_list_prints_every_stream_with_head_and_times(db: Path) -> None:
     assert lines[-1] == "(3 streams)"
 
 
+@pytest.mark.slow
 @pytest.mark.anyio
 async def test_list_json_with_prefix(db: Path) -> None:
     done = run_gateway("streams", "list", "--db", str(db), "--prefix", "Meter:", "--json")
@@ -88,6 +90,7 @@ async def test_list_json_with_prefix(db: Path) -> None:
     ]
 
 
+@pytest.mark.slow
 @pytest.mark.anyio
 async def test_show_json_prints_the_envelopes_in_order(db: Path) -> None:
     done = run_gateway("streams", "show", "Meter:A1:2026", "--db", str(db), "--json")
@@ -103,6 +106,7 @@ async def test_show_json_prints_the_envelopes_in_order(db: Path) -> None:
     assert all(e["streamId"] == "Meter:A1:2026" and e["schemaVersion"] == 1 for e in envelopes)
 
 
+@pytest.mark.slow
 @pytest.mark.anyio
 async def test_show_table_uses_the_store_from_the_environment(db: Path) -> None:
     done = run_gateway("streams", "show", "Meter:B2:2026", env={"GATEWAY_STORE": str(db)})

@@ -215,6 +215,7 @@ async def test_change_feed_resumes_from_a_persisted_checkpoint_and_sees_each_com
         assert [e.version for e in mine] == list(range(1, len(sent[s]) + 1))
 
 
+@pytest.mark.slow
 async def test_store_unavailable_while_the_server_is_down_then_appends_succeed_again() -> None:
     server = start_cosmos_server()  # its own server: this test stops it
     store: CosmosEventStore | None = None

@@ -136,6 +136,7 @@ def password_forms(recording: SessionRecording) -> set[str]:
     return secret_forms(password)  # hex (either case, spaced or not), repr, ASCII
 
 
+@pytest.mark.slow
 def test_decode_json_masks_the_lls_password_of_a_recorded_aarq() -> None:
     aarq, recording = recorded_aarq("kamstrup_omnipower_lls.json")
     result = gateway(aarq.hex(), "--json")

@@ -118,6 +118,7 @@ async def test_optical_port_with_mode_e_sign_on(tmp_path: Path) -> None:
     ids=["wrapper-silent", "hdlc-silent", "hdlc-corrupt-fcs", "wrapper-cut-mid-block", "hdlc-cut-mid-block",
          "access-denied"],
 )
+@pytest.mark.slow
 async def test_fault_ends_in_typed_error_within_deadline_and_next_poll_succeeds(
     tmp_path: Path, framing: Framing, faults: MeterFaults, error: type[Exception]
 ) -> None:

@@ -29,6 +29,7 @@ COUNT = 90
 GUARD_S = 60.0  # a guard against a hang, not a performance assertion
 
 
+@pytest.mark.slow
 async def test_forwarding_to_cosmos_survives_the_server_being_frozen(tmp_path: Path) -> None:
     try:
         server = start_cosmos_server()

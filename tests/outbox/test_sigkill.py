@@ -93,6 +93,7 @@ def far_state(far: Path) -> dict[str, list[str]]:
     return out
 
 
+@pytest.mark.slow
 async def test_sigkill_at_random_moments_forwards_each_event_exactly_once_in_order(
     tmp_path: Path,
 ) -> None:

@@ -104,6 +104,7 @@ async def write_readings(db: Path) -> None:
         await store.aclose()
 
 
+@pytest.mark.slow
 def test_forget_leaves_no_personal_byte_and_keeps_the_readings(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -6,7 +6,10 @@ import json
 import subprocess
 import sys
 
+import pytest
 
+
+@pytest.mark.slow
 def test_fleet_bench_reports_its_figures_and_the_baseline() -> None:
     done = subprocess.run(
         [sys.executable, "-m", "gateway", "bench", "fleet", "--meters", "6", "--latency-ms", "5",

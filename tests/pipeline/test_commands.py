@@ -33,6 +33,7 @@ def _env() -> dict[str, str]:
     return {**os.environ, **SECRETS, "PYTHONUNBUFFERED": "1"}
 
 
+@pytest.mark.slow
 def test_demo_runs_the_simulated_fleet_and_summarises(tmp_path: Path) -> None:
     db = tmp_path / "demo.db"
     done = subprocess.run([*GATEWAY, "demo", "--cycles", "2", "--db", str(db)], capture_output=True, text=True,
@@ -59,6 +60,7 @@ def test_demo_refuses_to_overwrite_a_given_store(tmp_path: Path) -> None:
     assert done.returncode == 2 and "exists" in done.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.anyio
 async def test_run_stops_on_sigterm_after_flushing_then_status_and_poll_report(tmp_path: Path) -> None:
     db = tmp_path / "events.db"

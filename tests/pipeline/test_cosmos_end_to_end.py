@@ -103,6 +103,7 @@ async def _cosmos_streams(store: CosmosEventStore) -> dict[str, list[RecordedEve
     return {info.stream_id: await store.load(info.stream_id) for info in await store.list_streams("")}
 
 
+@pytest.mark.slow
 async def test_run_through_a_cosmos_outage_loses_nothing_and_duplicates_nothing(tmp_path: Path) -> None:
     try:
         server = start_cosmos_server()

@@ -45,6 +45,7 @@ GUARD_S = 60.0  # against a hang, not a performance assertion
 DEADLINE_S = 8.0  # per poll; a cold state read from the frozen server would hang past it
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("start", [JUNE, NEW_YEAR_EVE], ids=["june", "new-year"])
 async def test_a_restart_during_an_outage_polls_from_the_local_states(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, start: datetime

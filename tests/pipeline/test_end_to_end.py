@@ -83,6 +83,7 @@ async def _all_events(db: Path) -> list[RecordedEvent]:
         await store.aclose()
 
 
+@pytest.mark.slow
 async def test_every_reading_is_stored_once_in_its_meter_year_stream(tmp_path: Path) -> None:
     db = tmp_path / "events.db"
     sim_config = SimulatorConfig(meters=fleet(7), framing=Framing.BOTH, start=START, speed=0.0)

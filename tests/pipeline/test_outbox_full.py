@@ -49,6 +49,7 @@ async def _fill_close_to_the_bound(path: Path) -> None:
         assert not state.full and BOUND - state.bytes < 1_000
 
 
+@pytest.mark.slow
 async def test_refused_polls_raise_one_error_and_status_says_full(
     cosmos_server: CosmosServer, tmp_path: Path, caplog: pytest.LogCaptureFixture,  # noqa: F811
 ) -> None:

@@ -29,6 +29,7 @@ NOTICED = "polled by another process since our last poll; reloading its state"
 GUARD_S = 60.0  # against a hang, not a performance assertion
 
 
+@pytest.mark.slow
 async def test_a_poll_recorded_by_another_process_during_ours_is_noticed(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -60,6 +60,7 @@ class Log:
         return any(m.startswith(prefix) for m in self.messages)
 
 
+@pytest.mark.slow
 async def test_sighup_reloads_the_fleet_and_refuses_a_bad_config(tmp_path: Path) -> None:
     db = tmp_path / "events.db"
     config_path = tmp_path / "fleet.toml"
@@ -112,6 +113,7 @@ async def test_sighup_reloads_the_fleet_and_refuses_a_bad_config(tmp_path: Path)
     assert not (tmp_path / "elsewhere.db").exists()
 
 
+@pytest.mark.slow
 async def test_a_fleet_with_nothing_to_poll_waits_for_a_reload(tmp_path: Path) -> None:
     db = tmp_path / "events.db"
     config_path = tmp_path / "fleet.toml"

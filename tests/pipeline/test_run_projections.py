@@ -158,6 +158,7 @@ async def test_run_projections_waits_quietly_while_another_runner_holds_the_view
     assert not any("projections stopped" in m for m in messages), messages
 
 
+@pytest.mark.slow
 async def test_gateway_run_with_projections_enabled_fills_the_views(tmp_path: Path) -> None:
     db = tmp_path / "events.db"
     config_path = tmp_path / "fleet.toml"

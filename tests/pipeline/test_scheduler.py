@@ -226,6 +226,7 @@ async def test_stop_lets_polls_in_flight_finish_and_starts_no_new_one() -> None:
     assert len(finished) == len(poller.calls) == started
 
 
+@pytest.mark.slow
 @pytest.mark.anyio
 async def test_a_dead_meter_ends_at_its_deadline_and_the_rest_of_its_bus_is_read(tmp_path: Path) -> None:
     sim_config = SimulatorConfig(meters=fleet(4), framing=Framing.BOTH, start=NOW, speed=0.0)

@@ -68,6 +68,7 @@ async def _cycles(
     return done
 
 
+@pytest.mark.slow
 async def test_an_absent_meter_backs_off_and_its_bus_neighbours_stop_waiting_for_it(tmp_path: Path) -> None:
     async with _fleet(tmp_path, absent=True) as (simulator, config, poller):
         scheduler = Scheduler(config, poller)
@@ -97,6 +98,7 @@ async def test_an_absent_meter_backs_off_and_its_bus_neighbours_stop_waiting_for
             assert all(reported[m] >= reported[ABSENT] >= DEADLINE_S for m in bus)
 
 
+@pytest.mark.slow
 async def test_a_meter_that_comes_back_is_polled_at_every_cycle_after_its_first_success(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

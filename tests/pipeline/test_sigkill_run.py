@@ -120,6 +120,7 @@ class Runs:
                 await self.current.wait()
 
 
+@pytest.mark.slow
 async def test_sigkill_at_random_moments_loses_nothing_and_duplicates_nothing(tmp_path: Path) -> None:
     seed = int(os.environ.get("KILL_SEED", random.randrange(2**32)))
     print(f"KILL_SEED={seed}")

@@ -71,6 +71,7 @@ def fleet(tmp_path: Path) -> Path:
     return config
 
 
+@pytest.mark.slow
 def test_project_once_then_views_show_and_report(fleet: Path, tmp_path: Path) -> None:
     done = gateway_cli("project", "--config", str(fleet), "--once", "--json", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
@@ -95,6 +96,7 @@ def test_project_once_then_views_show_and_report(fleet: Path, tmp_path: Path) ->
     assert png.read_bytes().startswith(b"\x89PNG\r\n\x1a\n") and png.stat().st_size > 10_000
 
 
+@pytest.mark.slow
 def test_project_rebuild_leaves_the_same_view(fleet: Path, tmp_path: Path) -> None:
     assert gateway_cli("project", "--config", str(fleet), "--once", cwd=tmp_path).returncode == 0
     before = anyio.run(_fleet_docs, tmp_path)
@@ -112,6 +114,7 @@ async def _fleet_docs(directory: Path) -> list:
         await views.aclose()
 
 
+@pytest.mark.slow
 def test_views_without_a_projection_run_are_reported_not_created(fleet: Path, tmp_path: Path) -> None:
     done = gateway_cli("views", "show", "latest_reading", "--config", str(fleet), cwd=tmp_path)
     assert done.returncode == 1
@@ -119,6 +122,7 @@ def test_views_without_a_projection_run_are_reported_not_created(fleet: Path, tm
     assert not (tmp_path / "events.views.db").exists()
 
 
+@pytest.mark.slow
 @pytest.mark.cosmos
 def test_project_and_views_show_on_cosmos(cosmos_server: CosmosServer, tmp_path: Path) -> None:
     cosmos = cosmos_server.config()
@@ -154,6 +158,7 @@ def test_project_and_views_show_on_cosmos(cosmos_server: CosmosServer, tmp_path:
     assert days == {"2026-03-28": ("960", 96, 0), "2026-03-29": ("920", 92, 4)}
 
 
+@pytest.mark.slow
 def test_project_follows_new_events_until_sigterm(fleet: Path, tmp_path: Path) -> None:
     environ = {k: v for k, v in os.environ.items() if k != "GATEWAY_STORE"}
     environ["PYTHONPATH"] = str(REPO_ROOT)
@@ -209,6 +214,7 @@ async def _wait_for_checkpoints(directory: Path, position: int) -> None:
             await anyio.sleep(0.1)
 
 
+@pytest.mark.slow
 def test_one_projection_runner_per_store(fleet: Path, tmp_path: Path) -> None:
     lock = tmp_path / "events.views.db.lock"
     environ = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}

@@ -60,6 +60,7 @@ def _log(stderr: str) -> list[dict[str, object]]:
     return [json.loads(line) for line in stderr.splitlines() if line.strip()]
 
 
+@pytest.mark.slow
 def test_two_fleets_in_one_database_project_into_views_of_their_own(
     cosmos_server: CosmosServer, tmp_path: Path,  # noqa: F811
 ) -> None:
@@ -85,6 +86,7 @@ def test_two_fleets_in_one_database_project_into_views_of_their_own(
     assert set(_latest(south_config)) == {"kam-s"}
 
 
+@pytest.mark.slow
 def test_a_views_container_named_in_the_config_is_used_and_not_shared_by_mistake(
     cosmos_server: CosmosServer, tmp_path: Path,  # noqa: F811
 ) -> None:
@@ -120,6 +122,7 @@ def test_a_views_container_named_in_the_config_is_used_and_not_shared_by_mistake
     assert set(_latest(first_config)) == {"kam-1"}
 
 
+@pytest.mark.slow
 def test_a_checkpoint_of_another_change_feed_is_a_clear_error(
     cosmos_server: CosmosServer, tmp_path: Path,  # noqa: F811
 ) -> None:
@@ -154,6 +157,7 @@ def test_a_checkpoint_of_another_change_feed_is_a_clear_error(
     assert set(_latest(config)) == {"kam-1"}
 
 
+@pytest.mark.slow
 def test_the_sdk_logs_its_requests_at_debug_only(
     cosmos_server: CosmosServer, tmp_path: Path,  # noqa: F811
 ) -> None:

@@ -92,6 +92,7 @@ async def _applied_beyond_checkpoint(store: EventStore, views: ViewStore, name: 
     return False
 
 
+@pytest.mark.slow
 @pytest.mark.anyio
 async def test_killed_between_views_and_checkpoint_then_restarted_views_are_as_if_run_once(
     backend: Backend,
@@ -183,6 +184,7 @@ async def test_a_stale_save_conflicts_and_is_reapplied_without_loss(backend: Bac
         assert await snapshot(views_a) == expected
 
 
+@pytest.mark.slow
 @pytest.mark.anyio
 async def test_two_engines_racing_on_the_same_views_lose_nothing(backend: Backend) -> None:
     await _fill(backend, hours=48)

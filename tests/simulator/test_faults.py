@@ -50,6 +50,7 @@ async def test_no_answer_times_out_then_the_next_poll_succeeds(framing: Framing)
         assert value == expected_register(sim.meter("kam-none"), REGISTER, NOW).raw
 
 
+@pytest.mark.slow
 @pytest.mark.anyio
 async def test_latency_beyond_the_client_timeout_is_a_timeout_and_within_it_a_success() -> None:
     async with MeterSimulator(frozen()) as sim:

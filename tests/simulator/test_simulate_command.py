@@ -8,6 +8,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from dlms_cosem.enumerations import CosemInterface
 
 from drivers.simulator import Framing, MeterEndpoint, SecurityLevel
@@ -28,6 +30,7 @@ def endpoint_from_json(doc: dict) -> MeterEndpoint:  # type: ignore[type-arg]
     )
 
 
+@pytest.mark.slow
 def test_simulate_serves_until_sigint(tmp_path: Path) -> None:
     json_path = tmp_path / "endpoints.json"
     proc = subprocess.Popen(

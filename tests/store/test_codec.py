@@ -43,6 +43,7 @@ def same(a: Any, b: Any) -> bool:
     return a == b and type(a) is type(b)
 
 
+@pytest.mark.slow
 @settings(max_examples=300, deadline=None)
 @given(values)
 def test_encodes_what_the_standard_module_encodes(value: Any) -> None:

@@ -117,6 +117,7 @@ async def check_store(db: Path, acked: set[str]) -> int:
         await store.aclose()
 
 
+@pytest.mark.slow
 async def test_sigkilled_writer_leaves_only_whole_appends(tmp_path: Path) -> None:
     db = tmp_path / "crash.db"
     seed = random.randrange(2**32)
