@@ -21,10 +21,10 @@ from gateway.store.errors import (
     EventIdConflict,
     StoreError,
     StoreUnavailable,
-    StreamNotFound,
     WrongExpectedVersion,
 )
 from gateway.store.model import AppendRequest, AppendResult
+from gateway.store.reconcile import reconcile
 
 log = logging.getLogger(__name__)
 
@@ -276,7 +276,7 @@ class Forwarder:
             raise error
         if isinstance(error, WrongExpectedVersion):
             self.metrics.conflicts += 1
-            await self._resync(batch, request.expected_version, outcome)
+            await self._resync(batch, request.expected_version, error.actual, outcome)
         elif isinstance(error, EventIdConflict):
             await self._resolve_id_conflict(batch, error, outcome)
         elif isinstance(error, AppendTooLarge) or _is_refusal(error):
@@ -293,27 +293,23 @@ class Forwarder:
         else:
             raise error
 
-    async def _resync(self, batch: StreamBatch, expected: int, outcome: _Round) -> None:
-        """The far head is not where the outbox thought: drop what is already there, move the head."""
+    async def _resync(self, batch: StreamBatch, expected: int, head: int, outcome: _Round) -> None:
+        """The far head is not where the outbox thought (``head``, as the store reported it): what is
+        already there is forwarded (``gateway.store.reconcile``), the head moves."""
         stream_id = batch.stream_id
-        head = await self._call(lambda: self.store.head(stream_id))
-        present: set[str] = set()
-        if head > expected:
-            try:
-                tail = await self._call(lambda: self.store.load(stream_id, expected + 1))
-            except StreamNotFound:  # deleted meanwhile
-                tail = []
-            present = {recorded.event_id for recorded in tail}
         if head == expected:
             # A conflict the store cannot show us: back off instead of spinning on it.
             raise StoreUnavailable(
                 f"the store refused version {expected} as stale but reports it as the head", stream_id
             )
-        done = tuple(p.seq for p in batch.events if p.event.event_id in present)
+        found = await reconcile(
+            self.store, stream_id, [p.event for p in batch.events], since=expected, head=head, via=self._call
+        )
+        done = tuple(p.seq for p in batch.events if p.event.event_id in found.stored)
         if done:
             outcome.forwarded[stream_id] = done
             outcome.already_stored += len(done)
-        outcome.heads[stream_id] = head
+        outcome.heads[stream_id] = found.head
 
     async def _resolve_id_conflict(
         self, batch: StreamBatch, error: EventIdConflict, outcome: _Round
@@ -327,11 +323,8 @@ class Forwarder:
             else:
                 self._poison(batch.events[0].seq, error, outcome, stream_id)
             return
-        try:
-            stored = await self._call(lambda: self.store.load(stream_id))
-        except StreamNotFound:
-            stored = []
-        if any(recorded.event_id == error.event_id for recorded in stored):
+        found = await reconcile(self.store, stream_id, [culprit.event], since=0, via=self._call)
+        if found.stored:
             # Forwarded before (its id outlived our memory of it, or came back by another path).
             outcome.forwarded[stream_id] = (culprit.seq,)
             outcome.already_stored += 1

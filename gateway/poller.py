@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import logging
 import os
-from collections import Counter
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
-from typing import Callable, Iterable, Mapping
+from typing import Callable, Iterable, Mapping, Sequence
 
 import anyio
 
@@ -50,21 +49,11 @@ from gateway.events import ReadingGapDetected, SuspectReadingFlagged
 from gateway.health import HealthStore, PollOutcome
 from gateway.meter import MeterState
 from gateway.logsetup import register_secret
-from gateway.normalize import (
-    AppendPlan,
-    NormalizeSettings,
-    load_states,
-    plan_poll,
-    usable_readings,
-)
+from gateway.history import NOTHING_RECORDED, MeterHistory
+from gateway.normalize import AppendPlan, NormalizeSettings, usable_readings
 from gateway.outbox import OutboxFull
 from gateway.poll_result import PollResult, PollStep, StepError
-from gateway.cached_repository import CachingRepository
-from gateway.repository import MeterRepository
-from gateway.store.errors import EventIdConflict, StoreError, StoreUnavailable, StreamNotFound
-from gateway.store.model import NewEvent
-from gateway.streams import stream_id
-from gateway.sinks import EventSink
+from gateway.store.errors import StoreError, StoreUnavailable
 from gateway.writer import WriterError
 
 log = logging.getLogger(__name__)
@@ -173,8 +162,7 @@ class Poller:
     def __init__(
         self,
         fleet: FleetConfig,
-        repository: MeterRepository,
-        sink: EventSink,
+        history: MeterHistory,
         health: HealthStore,
         *,
         counters: InvocationCounterStore,
@@ -183,8 +171,7 @@ class Poller:
         environ: Mapping[str, str] | None = None,
     ) -> None:
         self.fleet = fleet
-        self.repository = repository
-        self.sink = sink
+        self.history = history
         self.health = health
         self.counters = counters
         self.settings = settings or PollerSettings()
@@ -215,7 +202,8 @@ class Poller:
         health = await self.health.get(meter_id)
         last_attempt = health.last_attempt_at if health is not None else None
         if meter_id in self._attempts and self._attempts[meter_id] != last_attempt:
-            self._polled_elsewhere(meter_id)
+            # Another process (`gateway poll` beside `gateway run`) polled this meter since we last did.
+            self.history.polled_elsewhere(meter_id)
         try:
             state = await self._current_state(meter_id, started_at.year, deadline)
         except StoreError as exc:
@@ -254,7 +242,7 @@ class Poller:
             ))
         store_error: str | None = None
         try:
-            stored, already, streams, plans = await self._store(meter, result)
+            recorded = await self.history.record(meter, result, self.normalize_settings)
         except (StoreError, WriterError) as exc:
             # The store is down or refused: the readings are lost for now, the next poll reads them
             # again (the profile and log cursors did not move). The fleet goes on.
@@ -265,47 +253,34 @@ class Poller:
             else:
                 log.error("meter %s: storing the poll failed: %s", meter_id, exc)
             store_error = f"{type(exc).__name__}: {exc}"
-            stored, already, streams, plans = {}, 0, (), []
+            recorded = NOTHING_RECORDED
         summary = PollSummary(
             meter_id=meter_id, started_at=started_at, steps=frozenset(ordered), errors=result.errors,
             registers_read=sum(1 for r in result.registers if isinstance(r, RegisterReading)),
             rows_read=sum(len(p.rows) for p in result.profiles), log_entries_read=len(result.events),
-            stored=stored, already_stored=already, streams=streams,
+            stored=recorded.stored, already_stored=recorded.already, streams=recorded.streams,
             duration_s=anyio.current_time() - t0, retryable=retryable, store_error=store_error,
             result=result,
         )
         await self._record(
-            self._outcome(meter, summary, result, plans, state.interval_ends, started_at), last_attempt
+            self._outcome(meter, summary, result, recorded.plans, state.interval_ends, started_at), last_attempt
         )
         return summary
-
-    def _polled_elsewhere(self, meter_id: str) -> None:
-        # Another process (`gateway poll` beside `gateway run`) polled this meter since we last did:
-        # a trusted cached state may be behind what it stored. (Its local state is the other
-        # process's, saved after it stored: consistent.)
-        if isinstance(self.repository, CachingRepository):
-            log.info("meter %s: polled by another process since our last poll; reloading its state", meter_id)
-            self.repository.forget_meter(meter_id)
 
     async def _record(self, outcome: PollOutcome, seen_attempt: datetime | None) -> None:
         """Record the outcome; ``seen_attempt``: the meter's last attempt as read when the poll began."""
         before, recorded = await self.health.record(outcome)
         if (before.last_attempt_at if before is not None else None) != seen_attempt:
             # The other process recorded its poll while ours ran: checking only when a poll begins
-            # would miss it, since our record now hides its attempt. Both processes stored against
-            # the same state, so the local state either saved last may lack the other's events
-            # (dropped unless the forwarder's records confirm it).
-            if isinstance(self.repository, CachingRepository):
-                log.info("meter %s: polled by another process since our last poll; reloading its state",
-                         outcome.meter_id)
-                await self.repository.distrust_meter(outcome.meter_id)
+            # would miss it, since our record now hides its attempt.
+            await self.history.distrust(outcome.meter_id)
         self._attempts[outcome.meter_id] = recorded.last_attempt_at
 
     async def _current_state(self, meter_id: str, year: int, deadline: float | None) -> MeterState:
         """The meter's state before reading (catch-up cursors, first contact), within ``deadline``:
         a far store that does not answer costs the meter no more than its deadline."""
         with anyio.CancelScope(deadline=deadline if deadline is not None else float("inf")) as scope:
-            return await self.repository.current(meter_id, year)
+            return await self.history.current(meter_id, year)
         assert scope.cancelled_caught
         raise StateUnavailable(meter_id, "the store did not answer within the meter's deadline")
 
@@ -465,66 +440,12 @@ class Poller:
                         session, log_obis, start, now, meter_tz=tz, profile=profile,
                     ))
 
-    # -- storing ----------------------------------------------------------------------------
-
-    async def _store(
-        self, meter: MeterConfig, result: PollResult
-    ) -> tuple[dict[str, int], int, tuple[str, ...], list[AppendPlan]]:
-        if not (result.identity or result.clock or result.registers or result.profiles or result.events):
-            return {}, 0, (), []
-        plans = await plan_poll(self.repository, result, meter, self.normalize_settings, states=self._states)
-        stored: Counter[str] = Counter()
-        already = 0
-        streams = []
-        for plan in plans:
-            if not plan.events:
-                continue
-            streams.append(plan.stream_id)
-            events = list(plan.events)
-            try:
-                append = await self.sink.submit(plan.stream_id, events, plan.expected_version)
-            except EventIdConflict:
-                # Facts read again that the state does not track (an event log re-read after the
-                # health table lost its cursor): drop what the stream already holds and append the rest.
-                events = await self._not_yet_stored(plan.stream_id, events)
-                already += len(plan.events) - len(events)
-                if not events:
-                    continue
-                append = await self.sink.submit(plan.stream_id, events, plan.expected_version)
-            if append.already_done:
-                already += len(events)
-                if isinstance(self.repository, CachingRepository):
-                    await self.repository.discard(meter.id, plan.year)  # the state did not know them
-                continue
-            stored.update(event.type for event in events)
-            if append.last_version == plan.state_after.version:
-                await self.repository.maybe_snapshot(meter.id, plan.year, plan.state_after)
-                if isinstance(self.repository, CachingRepository):
-                    await self.repository.keep(meter.id, plan.year, plan.state_after)
-            elif isinstance(self.repository, CachingRepository):
-                await self.repository.discard(meter.id, plan.year)  # some were already stored: reload next time
-        return dict(stored), already, tuple(streams), plans
-
-    async def _states(self, meter_id: str, years: frozenset[int]) -> Mapping[int, MeterState]:
-        if isinstance(self.repository, CachingRepository):
-            cached = self.repository.cached_states(meter_id, years)  # no far read while cached
-            if cached is not None:
-                return cached
-        return await load_states(self.repository, meter_id, years)
-
-    async def _not_yet_stored(self, stream_id: str, events: list[NewEvent]) -> list[NewEvent]:
-        try:
-            present = {e.event_id for e in await self.repository.store.load(stream_id)}
-        except StreamNotFound:
-            present = set()
-        return [e for e in events if e.event_id not in present]
-
     def _outcome(
         self,
         meter: MeterConfig,
         summary: PollSummary,
         result: PollResult,
-        plans: list[AppendPlan],
+        plans: Sequence[AppendPlan],
         ends_before: Mapping[str, datetime],
         at: datetime,
     ) -> PollOutcome:

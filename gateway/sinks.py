@@ -40,15 +40,23 @@ class EventSink(Protocol):
         """
         ...
 
+    async def forward(self, wait_s: float) -> tuple[OutboxState, str | None] | None:
+        """For one-shot commands: forward what is queued for a far store, for at most ``wait_s``
+        (the outbox state after, why it stopped early); None when nothing is ever queued."""
+        ...
+
 
 class WriterSink:
-    """SQLite: the batched writer on the local store (it keeps its own stream versions)."""
+    """SQLite: the batched writer on the local store, at the version the caller's plan expects."""
 
     def __init__(self, writer: BatchedWriter) -> None:
         self.writer = writer
 
     async def submit(self, stream_id: str, events: Sequence[NewEvent], expected_version: int) -> AppendResult:
-        return await self.writer.submit(stream_id, events)
+        return await self.writer.submit(stream_id, events, expected_version)
+
+    async def forward(self, wait_s: float) -> None:
+        return None  # appended to the store itself: nothing waits to be forwarded
 
 
 class OutboxView:
@@ -273,6 +281,9 @@ class OutboxSink:
         # (a partial put means it was not: the caller then sees last_version != its plan's).
         first = expected_version + 1
         return AppendResult(stream_id, first, expected_version + put.queued, already_done=put.queued == 0)
+
+    async def forward(self, wait_s: float) -> tuple[OutboxState, str | None]:
+        return await self.drain(wait_s)
 
     async def drain(self, wait_s: float) -> tuple[OutboxState, str | None]:
         """Forward what is pending, for at most ``wait_s``; (the outbox state after, why it stopped

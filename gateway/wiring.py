@@ -5,7 +5,7 @@ or ``db_path``): the event store file, the batched writer as the sink, the healt
 file and the HLS invocation counters next to it. Cosmos DB: store-and-forward through the local
 outbox file (which also holds the health table), the outbox view as what the poller reads from, and
 optionally a background forwarder draining the outbox to Cosmos while the poller is open. The
-poller itself knows none of this: it talks to an ``EventSink``, a ``MeterRepository`` and a
+poller itself knows none of this: it talks to a ``MeterHistory`` (``gateway.history``) and a
 ``HealthStore``.
 """
 from __future__ import annotations
@@ -24,9 +24,9 @@ from gateway.config.model import CosmosStoreConfig, FleetConfig, SqliteStoreConf
 from gateway.health import HealthStore
 from gateway.outbox import Outbox
 from gateway.outbox_forwarder import Forwarder
-from gateway.cached_repository import CachingRepository
 from gateway.poller import Poller, PollerSettings, utc_now
-from gateway.sinks import OutboxSink, OutboxView, WriterSink, describe_outbox
+from gateway.history import embedded_history, forwarded_history
+from gateway.sinks import OutboxSink, OutboxView, describe_outbox
 from gateway.store.sqlite import SqliteEventStore
 from gateway.writer import BatchedWriter
 
@@ -93,7 +93,7 @@ async def open_poller(
         try:
             async with BatchedWriter(store) as writer:
                 yield Poller(
-                    fleet, CachingRepository(store), WriterSink(writer), health,
+                    fleet, embedded_history(store, writer), health,
                     counters=counters or FileInvocationCounterStore(counters_directory(db_path)),
                     settings=settings, now=now, environ=environ,
                 )
@@ -145,8 +145,7 @@ async def _open_cosmos_poller(
                     idle_wait_s=forwarding.idle_wait_s,
                 )
                 poller = Poller(
-                    fleet, CachingRepository(view, verify_head=False, local=view),  # type: ignore[arg-type]
-                    OutboxSink(outbox, view, forwarder), health,
+                    fleet, forwarded_history(view, OutboxSink(outbox, view, forwarder)), health,
                     counters=counters or FileInvocationCounterStore(counters_directory(outbox_path)),
                     settings=settings, now=now, environ=environ,
                 )

@@ -3,16 +3,18 @@
 Pollers submit a few events for one stream at a time (``submit``/``enqueue``/``submit_nowait``).
 The writer's flush loop groups what is pending by stream (submission order kept, several
 submissions of a stream concatenated into one append) and flushes when ``max_batch_events`` are
-pending or the oldest pending submission is ``max_delay_s`` old. Expected versions come from an LRU
-cache of stream heads, so a warm cache costs zero store reads per append. Optionally up to
+pending or the oldest pending submission is ``max_delay_s`` old. The expected version of an append is
+the submitter's (the normalizer's plan knows the stream's head) or else comes from an LRU cache of
+stream heads, so either way a normal append costs zero store reads. Optionally up to
 ``max_concurrent_flushes`` flushes overlap (the backend can encode one batch while the disk syncs
 the previous one, given a spare core); a stream is never in two flushes at once, so its appends
 stay in order. The default is one flush at a time: on a busy 2-core box overlap did not pay.
 
 Failure handling, per stream, without affecting the other streams of a flush:
-* ``WrongExpectedVersion``: reload the head, load the tail after the version we expected, drop the
-  events already stored (by event id: a retry after a lost acknowledgement, or another writer that
-  stored the same fact), append the rest; at most ``max_retries`` times.
+* ``WrongExpectedVersion``: ``gateway.store.reconcile``: load the tail after the version we expected
+  (up to the head the store reported), drop the events already stored (by event id: a retry after a
+  lost acknowledgement, or another writer that stored the same fact), append the rest at the head; at
+  most ``max_retries`` times.
 * ``StoreUnavailable``: retry with bounded exponential backoff. Because the store makes a retry of
   an append that did land idempotent (``already_done``), a lost acknowledgement never duplicates.
 Every submission ends with a result or an error delivered to its submitter, never silently.
@@ -33,8 +35,9 @@ from anyio.abc import TaskGroup
 
 from gateway.store.base import EventStore
 from gateway.store.base import BatchOutcome
-from gateway.store.errors import StoreError, StoreUnavailable, StreamNotFound, WrongExpectedVersion
+from gateway.store.errors import StoreError, StoreUnavailable, WrongExpectedVersion
 from gateway.store.model import AppendRequest, AppendResult, NewEvent
+from gateway.store.reconcile import reconcile
 from gateway.version_cache import StreamVersionCache
 
 log = logging.getLogger(__name__)
@@ -93,11 +96,14 @@ class WriterMetrics:
 class AppendHandle:
     """Future-like outcome of one submission; ``await handle`` returns the result or raises."""
 
-    __slots__ = ("stream_id", "events", "enqueued_at", "_finished", "_waiters", "_result", "_error")
+    __slots__ = ("stream_id", "events", "expected", "enqueued_at", "_finished", "_waiters", "_result", "_error")
 
-    def __init__(self, stream_id: str, events: tuple[NewEvent, ...], enqueued_at: float) -> None:
+    def __init__(
+        self, stream_id: str, events: tuple[NewEvent, ...], enqueued_at: float, expected: int | None = None
+    ) -> None:
         self.stream_id = stream_id
         self.events = events
+        self.expected = expected  # the version the submitter knows the stream at (None: the writer's cache)
         self.enqueued_at = enqueued_at
         self._finished = False
         # Created by the first waiter only: most submissions are resolved before anyone waits,
@@ -274,7 +280,7 @@ class BatchedWriter:
 
     # ---- submission ------------------------------------------------------------------------
 
-    def _new_handle(self, stream_id: str, events: Sequence[NewEvent]) -> AppendHandle:
+    def _new_handle(self, stream_id: str, events: Sequence[NewEvent], expected: int | None) -> AppendHandle:
         if not isinstance(stream_id, str) or not stream_id:
             raise ValueError(f"stream id must be a non-empty string, got {stream_id!r}")
         batch = tuple(events)
@@ -287,11 +293,14 @@ class BatchedWriter:
                 )
         if not self._running:
             raise WriterClosed(f"stream {stream_id!r}: the writer is not running")
-        return AppendHandle(stream_id, batch, anyio.current_time())
+        return AppendHandle(stream_id, batch, anyio.current_time(), expected)
 
-    async def enqueue(self, stream_id: str, events: Sequence[NewEvent]) -> AppendHandle:
-        """Queue a submission, waiting while the queue is full; await the handle for the outcome."""
-        handle = self._new_handle(stream_id, events)
+    async def enqueue(
+        self, stream_id: str, events: Sequence[NewEvent], expected_version: int | None = None
+    ) -> AppendHandle:
+        """Queue a submission, waiting while the queue is full; await the handle for the outcome.
+        ``expected_version``: the stream's head as the submitter knows it (else the writer's cache)."""
+        handle = self._new_handle(stream_id, events, expected_version)
         # A cancellation point, but no yield to the event loop while the queue has room: a yield
         # per submission woke the flush loop once per submission, which cost a burst of polls
         # (a catch-up, a slot start) more than their encoding (~27 µs per submission measured).
@@ -305,9 +314,11 @@ class BatchedWriter:
             raise WriterClosed(f"stream {stream_id!r}: the writer is shutting down") from None
         return handle
 
-    def submit_nowait(self, stream_id: str, events: Sequence[NewEvent]) -> AppendHandle:
+    def submit_nowait(
+        self, stream_id: str, events: Sequence[NewEvent], expected_version: int | None = None
+    ) -> AppendHandle:
         """Queue a submission without waiting; WriterQueueFull if the queue is at capacity."""
-        handle = self._new_handle(stream_id, events)
+        handle = self._new_handle(stream_id, events, expected_version)
         try:
             self._send.send_nowait(handle)
         except anyio.WouldBlock:
@@ -318,12 +329,14 @@ class BatchedWriter:
             raise WriterClosed(f"stream {stream_id!r}: the writer is shutting down") from None
         return handle
 
-    async def submit(self, stream_id: str, events: Sequence[NewEvent]) -> AppendResult:
+    async def submit(
+        self, stream_id: str, events: Sequence[NewEvent], expected_version: int | None = None
+    ) -> AppendResult:
         """Append ``events`` to ``stream_id`` in the next flush and return the outcome.
 
         Raises the StoreError that made the append fail (after the retries), or WriterClosed.
         """
-        handle = await self.enqueue(stream_id, events)
+        handle = await self.enqueue(stream_id, events, expected_version)
         return await handle.wait()
 
     @property
@@ -414,7 +427,10 @@ class BatchedWriter:
             works.extend(_StreamWork(stream_id, handles) for stream_id, handles in groups.items())
             active: list[_StreamWork] = []
             for work in works:
-                head = self.cache.get(work.stream_id)
+                # The first submission's expected version (later ones of the stream follow it).
+                head = work.handles[0].expected
+                if head is None:
+                    head = self.cache.get(work.stream_id)
                 if head is None:
                     try:
                         head = await self._read_head(work.stream_id)
@@ -457,7 +473,7 @@ class BatchedWriter:
                 self._fail_work(works[0], error)
                 return []
             outcomes = [await self._append_alone(request) for request in requests]
-        retry: list[_StreamWork] = []
+        retry: list[tuple[_StreamWork, int | None]] = []
         unavailable = False
         for work, (result, error) in zip(works, outcomes, strict=True):
             if result is not None:
@@ -472,15 +488,16 @@ class BatchedWriter:
             self.metrics.retries += 1
             if isinstance(error, WrongExpectedVersion):
                 self.metrics.conflicts += 1
+                retry.append((work, error.actual))
             else:
                 unavailable = True
-            retry.append(work)
+                retry.append((work, None))  # it may have landed with its answer lost: read the head
         if unavailable:
-            await anyio.sleep(self._backoff_delay(max(w.attempts for w in retry)))
+            await anyio.sleep(self._backoff_delay(max(w.attempts for w, _ in retry)))
         still_to_append: list[_StreamWork] = []
-        for work in retry:
+        for work, head in retry:
             try:
-                if await self._resync(work):
+                if await self._resync(work, head):
                     still_to_append.append(work)
             except StoreError as error:
                 self._fail_work(work, error)
@@ -495,25 +512,20 @@ class BatchedWriter:
             return None, error
         return outcome.result, outcome.error
 
-    async def _resync(self, work: _StreamWork) -> bool:
-        """Reload the stream's head and drop events already stored; False if nothing is left."""
+    async def _resync(self, work: _StreamWork, head: int | None) -> bool:
+        """Drop the events already stored (``gateway.store.reconcile``) and move to the stream's
+        head (``head``: as the store reported it; None: read it); False if nothing is left."""
         self.cache.invalidate(work.stream_id)
-        head = await self._read_head(work.stream_id)
-        if head > work.expected:
-            try:
-                tail = await self._with_backoff(
-                    lambda: self.store.load(work.stream_id, work.expected + 1)
-                )
-            except StreamNotFound:  # deleted between head() and load()
-                tail = []
-            present = {event.event_id for event in work.events}
-            for recorded in tail:
-                if recorded.event_id in present:
-                    work.stored_versions[recorded.event_id] = recorded.version
-            if work.stored_versions:
-                work.events = [e for e in work.events if e.event_id not in work.stored_versions]
-        self.cache.set(work.stream_id, head)
-        work.expected = head
+        if head is None:
+            head = await self._read_head(work.stream_id)
+        found = await reconcile(
+            self.store, work.stream_id, work.events, since=work.expected, head=head, via=self._with_backoff
+        )
+        if found.stored:
+            work.stored_versions.update(found.stored)
+            work.events = list(found.remaining)
+        self.cache.set(work.stream_id, found.head)
+        work.expected = found.head
         if not work.events:
             self._complete(work, None)
             return False

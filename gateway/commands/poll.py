@@ -24,7 +24,7 @@ from gateway.logsetup import configure
 from gateway.poller import NOT_ATTEMPTED, PollSummary
 from gateway.wiring import ForwarderSettings, UnsupportedStore, open_poller
 from gateway.scheduler import ALL_STEPS, Scheduler
-from gateway.sinks import OutboxSink, describe_outbox
+from gateway.sinks import describe_outbox
 from gateway.store.errors import StoreError
 
 
@@ -65,9 +65,10 @@ async def _poll(fleet: FleetConfig, meter_id: str, forward_wait_s: float) -> tup
     """The poll's summary, and with Cosmos a line on forwarding the outbox afterwards."""
     async with open_poller(fleet, forwarding=ForwarderSettings(run=False)) as poller:
         summary = await Scheduler(fleet, poller, meters=[meter_id]).poll_meter(fleet.meter(meter_id), ALL_STEPS)
-        if not isinstance(poller.sink, OutboxSink):
+        forwarded = await poller.history.forward(forward_wait_s)
+        if forwarded is None:  # the embedded store: nothing to forward
             return summary, None
-        state, reason = await poller.sink.drain(forward_wait_s)
+        state, reason = forwarded
         if not state.depth:
             line = "forwarded: the outbox is empty, everything is in Cosmos DB"
         else:

@@ -54,7 +54,7 @@ async def _polling(
 
 
 async def _stored(poller: Poller) -> list[DomainEvent]:
-    return [decode(e) for e in await poller.repository.store.load(f"Meter:{METER}:{START.year}")]
+    return [decode(e) for e in await poller.history.repository.store.load(f"Meter:{METER}:{START.year}")]
 
 
 def _types(events: list[DomainEvent]) -> Counter[str]:

@@ -76,7 +76,7 @@ async def test_a_restart_during_an_outage_polls_from_the_local_states(
                         summary = await poller.poll(meter_id, STEP_ORDER,
                                                     deadline=anyio.current_time() + DEADLINE_S)
                         assert summary.ok, summary.describe_error()
-                    outbox_state, why = await poller.sink.drain(10.0)  # type: ignore[attr-defined]
+                    outbox_state, why = await poller.history.forward(10.0)  # type: ignore[misc]
                     assert outbox_state.depth == 0, why
 
                 os.kill(server.pid, signal.SIGSTOP)
@@ -92,7 +92,7 @@ async def test_a_restart_during_an_outage_polls_from_the_local_states(
                         assert summary.ok, summary.describe_error()
                         assert summary.stored.get(RegisterRead.TYPE) == len(REGISTERS), summary.stored
                         for year in years:
-                            worked_from[meter_id, year] = await restarted.repository.load(meter_id, year)
+                            worked_from[meter_id, year] = await restarted.history.repository.load(meter_id, year)
                 async with await Outbox.open(outbox_path, 64 * 1024 * 1024) as outbox:
                     queued = (await outbox.state()).depth
                 assert queued >= len(meters) * len(REGISTERS)

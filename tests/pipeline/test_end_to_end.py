@@ -62,10 +62,10 @@ async def _cycles(simulator: MeterSimulator, config: FleetConfig, count: int) ->
             done.append((at, await scheduler.run_cycle()))
             simulator.clock.advance(STEP)
         # The poller's in-memory meter states are exactly what folding the stored streams gives.
-        fresh = MeterRepository(poller.repository.store)
+        fresh = MeterRepository(poller.history.repository.store)
         for meter_id in simulator.meters:
             for year in (2025, 2026):
-                assert await poller.repository.load(meter_id, year) == await fresh.load(meter_id, year)
+                assert await poller.history.repository.load(meter_id, year) == await fresh.load(meter_id, year)
     return done
 
 

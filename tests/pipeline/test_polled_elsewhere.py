@@ -16,7 +16,7 @@ from drivers.simulator import Framing, MeterSimulator, SimulatorConfig
 from drivers.simulator.fleet import fleet
 from gateway.config import parse_config
 from gateway.health import HealthStore, PollOutcome
-from gateway.cached_repository import CachingRepository
+from gateway.history import CachedHistory
 from gateway.poller import STEP_ORDER
 from gateway.wiring import open_poller
 
@@ -42,12 +42,12 @@ async def test_a_poll_recorded_by_another_process_during_ours_is_noticed(
         meter = sorted(simulator.meters)[0]
         with anyio.fail_after(GUARD_S):
             async with open_poller(config, now=simulator.clock.now, environ=SECRETS) as poller:
-                assert isinstance(poller.repository, CachingRepository)
+                assert isinstance(poller.history, CachedHistory)
                 assert (await poller.poll(meter, STEP_ORDER)).ok
-                assert poller.repository.is_cached(meter, START.year)
+                assert poller.history.repository.is_cached(meter, START.year)
                 other = await HealthStore.open(poller.health.path)
                 try:
-                    with caplog.at_level(logging.INFO, logger="gateway.poller"):
+                    with caplog.at_level(logging.INFO, logger="gateway.history"):
                         async with anyio.create_task_group() as tg:
                             tg.start_soon(poller.poll, meter, STEP_ORDER)
                             await wait_all_tasks_blocked()  # ours is waiting for the meter's reply
@@ -58,8 +58,8 @@ async def test_a_poll_recorded_by_another_process_during_ours_is_noticed(
                 noticed = [r.getMessage() for r in caplog.records if NOTICED in r.getMessage()]
                 assert noticed == [f"meter {meter}: {NOTICED}"]
                 # Its cached state is gone: the next poll loads the meter's state from the store.
-                assert not poller.repository.is_cached(meter, START.year)
+                assert not poller.history.repository.is_cached(meter, START.year)
                 caplog.clear()
-                with caplog.at_level(logging.INFO, logger="gateway.poller"):
+                with caplog.at_level(logging.INFO, logger="gateway.history"):
                     assert (await poller.poll(meter, STEP_ORDER)).ok
                 assert not [r for r in caplog.records if NOTICED in r.getMessage()]
