@@ -12,21 +12,23 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Protocol
 
 from gateway.cached_repository import CachingRepository
 from gateway.config.model import MeterConfig
+from gateway.events import ReadingGapDetected, SuspectReadingFlagged
 from gateway.meter import MeterState
 from gateway.normalize import AppendPlan, NormalizeSettings, load_states, plan_poll
 from gateway.outbox import OutboxState
 from gateway.poll_result import PollResult
 from gateway.sinks import EventSink, OutboxSink, OutboxView, WriterSink
 from gateway.store.base import EventStore
-from gateway.store.errors import EventIdConflict
+from gateway.store.errors import EventIdConflict, StoreError
 from gateway.store.reconcile import reconcile
-from gateway.writer import BatchedWriter
+from gateway.writer import BatchedWriter, WriterError
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +45,34 @@ class Recorded:
 
 
 NOTHING_RECORDED = Recorded({}, 0, (), ())
+
+# What recording a poll can fail with (nothing of it stored; it is read again next poll).
+RECORD_FAILURES: tuple[type[Exception], ...] = (StoreError, WriterError)
+
+
+@dataclass(frozen=True, slots=True)
+class Findings:
+    """What the plans of a poll found, for the meter's health row."""
+
+    gap_intervals: int
+    suspects: int
+    last_suspect: str | None
+    interval_ends: tuple[datetime, ...]  # each profile's last interval end after the plans
+
+
+def findings(plans: Sequence[AppendPlan], period_s: int) -> Findings:
+    gaps = suspects = 0
+    last_suspect: str | None = None
+    ends: list[datetime] = []
+    for plan in plans:
+        ends.extend(plan.state_after.interval_ends.values())
+        for event in plan.domain_events:
+            if isinstance(event, ReadingGapDetected):
+                gaps += max(1, int((event.gap_end - event.gap_start).total_seconds() // period_s))
+            elif isinstance(event, SuspectReadingFlagged):
+                suspects += 1
+                last_suspect = f"{event.obis} at {event.capture_time.isoformat()}: {event.reason}"
+    return Findings(gaps, suspects, last_suspect, tuple(ends))
 
 
 class MeterHistory(Protocol):
@@ -150,5 +180,6 @@ def forwarded_history(view: OutboxView, sink: OutboxSink) -> CachedHistory:
 
 
 __all__ = [
-    "CachedHistory", "MeterHistory", "NOTHING_RECORDED", "Recorded", "embedded_history", "forwarded_history",
+    "CachedHistory", "Findings", "MeterHistory", "NOTHING_RECORDED", "RECORD_FAILURES", "Recorded",
+    "embedded_history", "findings", "forwarded_history",
 ]

@@ -19,7 +19,7 @@ import anyio
 
 from gateway.sqlite_file import SqliteFile
 from gateway.store import codec
-from gateway.store.errors import EventIdConflict, StoreUnavailable
+from gateway.store.errors import EventIdConflict, StoreFull, StoreUnavailable
 from gateway.store.model import NewEvent
 
 log = logging.getLogger(__name__)
@@ -95,7 +95,7 @@ END;
 """
 
 
-class OutboxFull(StoreUnavailable):
+class OutboxFull(StoreFull):
     """The outbox has reached its size bound; the put was refused whole, nothing was dropped.
 
     A ``StoreUnavailable``: like a store that cannot be reached, it clears by itself once the far

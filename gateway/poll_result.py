@@ -1,6 +1,6 @@
 """What one poll of one meter read: the driver readings of every step, bundled as one value.
 
-The scheduler fills a ``PollResult`` from the readers (``drivers.readers``) and hands it to the
+The poller fills a ``PollResult`` from the readers (``drivers.readers``) and hands it to the
 normalizer (``gateway.normalize``), which turns it into domain events. A step that failed leaves
 its readings empty and records a ``StepError`` instead, so a poll that read the registers but timed
 out on the load profile still stores the registers. ``read_time`` is the gateway's UTC time of the
@@ -8,7 +8,8 @@ poll; it stamps readings that carry no time of their own (class 3 registers).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Literal
 
@@ -23,6 +24,8 @@ from drivers.readings import (
 
 PollStep = Literal["identity", "clock", "registers", "load_profile", "event_log"]
 POLL_STEPS: tuple[PollStep, ...] = ("identity", "clock", "registers", "load_profile", "event_log")
+STEP_ORDER = POLL_STEPS  # the order one session runs the steps in
+NOT_ATTEMPTED = "NotAttempted"  # a StepError kind: the session ended before the step
 
 
 class InvalidPollResult(ValueError):
@@ -54,6 +57,11 @@ class PollResult:
     events: tuple[EventLogEntry, ...] = ()
     errors: tuple[StepError, ...] = ()
 
+    @property
+    def registers_read(self) -> int:
+        """Register values read (refused registers not counted)."""
+        return sum(1 for r in self.registers if isinstance(r, RegisterReading))
+
     def __post_init__(self) -> None:
         if not isinstance(self.meter_id, str) or not self.meter_id:
             raise InvalidPollResult(self.meter_id, "meter_id must be a non-empty string")
@@ -77,4 +85,54 @@ class PollResult:
         return tuple(error for error in self.errors if error.step == step)
 
 
-__all__ = ["POLL_STEPS", "InvalidPollResult", "PollResult", "PollStep", "StepError"]
+
+@dataclass(frozen=True, slots=True)
+class PollSummary:
+    """What one poll did; ``errors`` say why a step failed (never with secrets)."""
+
+    meter_id: str
+    started_at: datetime
+    steps: frozenset[PollStep]
+    errors: tuple[StepError, ...]
+    registers_read: int = 0
+    rows_read: int = 0
+    log_entries_read: int = 0
+    stored: Mapping[str, int] = field(default_factory=dict)  # event type -> events appended now
+    already_stored: int = 0  # events of this poll the store already had
+    streams: tuple[str, ...] = ()
+    duration_s: float = 0.0
+    retryable: bool = False  # a failure a new session may cure (timeout, lost link), not a config error
+    store_error: str | None = None  # storing failed: what was read is not stored (read again next poll)
+    attempts: int = 1  # sessions used (the scheduler's retries merge into one summary)
+    result: PollResult | None = field(default=None, repr=False, compare=False)  # the readings
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors and self.store_error is None
+
+    @property
+    def failed_steps(self) -> frozenset[PollStep]:
+        return frozenset(error.step for error in self.errors)
+
+    @property
+    def first_error(self) -> StepError | None:
+        real = [e for e in self.errors if e.kind != NOT_ATTEMPTED]
+        return real[0] if real else (self.errors[0] if self.errors else None)
+
+    def describe_error(self) -> str | None:
+        error = self.first_error
+        if error is None:
+            return None if self.store_error is None else f"store: {self.store_error}"
+        where = f" ({error.obis})" if error.obis else ""
+        return f"{error.kind} in {error.step}{where}: {error.message}"
+
+
+def safe_message(exc: BaseException) -> str:
+    """An error's message for summaries and health: drivers' and config errors never carry secrets."""
+    text = str(exc)
+    return text if text else type(exc).__name__
+
+__all__ = [
+    "NOT_ATTEMPTED", "POLL_STEPS", "STEP_ORDER", "InvalidPollResult", "PollResult", "PollStep", "PollSummary",
+    "StepError", "safe_message",
+]

@@ -21,7 +21,7 @@ from anyio import CapacityLimiter
 
 from gateway.config.model import FleetConfig, Limits, MeterConfig, Schedule
 from gateway.poll_result import PollStep, StepError
-from gateway.poller import PollSummary
+from gateway.poll_result import PollSummary
 
 log = logging.getLogger(__name__)
 

@@ -24,7 +24,8 @@ from gateway.config.model import CosmosStoreConfig, FleetConfig, SqliteStoreConf
 from gateway.health import HealthStore
 from gateway.outbox import Outbox
 from gateway.outbox_forwarder import Forwarder
-from gateway.poller import Poller, PollerSettings, utc_now
+from gateway.meter_reading import PollerSettings
+from gateway.poller import Poller, utc_now
 from gateway.history import embedded_history, forwarded_history
 from gateway.sinks import OutboxSink, OutboxView, describe_outbox
 from gateway.store.sqlite import SqliteEventStore

@@ -39,7 +39,7 @@ from drivers.simulator import Framing, MeterSimulator, SimulatorConfig
 from drivers.simulator.fleet import fleet as simulated_fleet
 from gateway.config import ConfigError, FleetConfig, SqliteStoreConfig, load_config, read_env_file
 from gateway.logsetup import configure
-from gateway.poller import PollSummary
+from gateway.poll_result import PollSummary
 from gateway.wiring import counters_directory, open_poller
 from gateway.scheduler import Scheduler
 from gateway.store.sqlite import SqliteEventStore

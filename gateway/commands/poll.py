@@ -21,7 +21,7 @@ from gateway.config import ConfigError, FleetConfig, load_config
 from gateway.config.model import LOG_FORMATS
 from gateway.health import HealthError
 from gateway.logsetup import configure
-from gateway.poller import NOT_ATTEMPTED, PollSummary
+from gateway.poll_result import NOT_ATTEMPTED, PollSummary
 from gateway.wiring import ForwarderSettings, UnsupportedStore, open_poller
 from gateway.scheduler import ALL_STEPS, Scheduler
 from gateway.sinks import describe_outbox

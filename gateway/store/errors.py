@@ -32,6 +32,10 @@ class StoreUnavailable(StoreError):
         super().__init__(message if stream_id is None else f"stream {stream_id!r}: {message}")
 
 
+class StoreFull(StoreUnavailable):
+    """The store refuses new events until it has drained (a local outbox at its size bound). It
+    raises its own alarm once; callers count the refusals instead of logging each."""
+
 class AppendTooLarge(StoreError):
     """One append is larger than the backend can store atomically; split it."""
 

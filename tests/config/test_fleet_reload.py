@@ -11,7 +11,7 @@ import pytest
 from gateway.config import load_config
 from gateway.fleet_reload import ReloadRefused, carried_backoff, describe_changes, load_for_reload
 from gateway.poll_result import StepError
-from gateway.poller import PollSummary
+from gateway.poll_result import PollSummary
 from gateway.scheduler import MeterBackoff
 
 from .conftest import BASE

@@ -27,7 +27,9 @@ from drivers.simulator import (
 from drivers.simulator.fleet import fleet
 from gateway.config import parse_config
 from gateway.events import DomainEvent, IntervalsRecorded, MeterEventLogged, decode
-from gateway.poller import STEP_ORDER, Poller, PollerSettings, PollSummary, catch_up_ranges
+from gateway.meter_reading import PollerSettings, catch_up_ranges
+from gateway.poll_result import STEP_ORDER, PollSummary
+from gateway.poller import Poller
 from gateway.wiring import open_poller
 
 from . import SECRETS, fleet_toml

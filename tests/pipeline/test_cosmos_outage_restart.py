@@ -26,7 +26,7 @@ from gateway.config import parse_config
 from gateway.events import RegisterRead, YearStreamOpened, decode
 from gateway.outbox import Outbox
 from gateway.outbox_forwarder import Forwarder
-from gateway.poller import STEP_ORDER
+from gateway.poll_result import STEP_ORDER
 from gateway.repository import MeterRepository
 from gateway.store.cosmos import CosmosEventStore
 from gateway.store.sqlite import SqliteEventStore

@@ -34,7 +34,7 @@ from gateway.events import (
     decode,
 )
 from gateway.health import HealthStore
-from gateway.poller import PollSummary
+from gateway.poll_result import PollSummary
 from gateway.repository import MeterRepository
 from gateway.scheduler import Scheduler
 from gateway.store.model import RecordedEvent

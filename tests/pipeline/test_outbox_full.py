@@ -20,7 +20,7 @@ from drivers.simulator import Framing, MeterSimulator, SimulatorConfig
 from drivers.simulator.fleet import fleet
 from gateway.config import load_config
 from gateway.outbox import Outbox
-from gateway.poller import STEP_ORDER
+from gateway.poll_result import STEP_ORDER
 from gateway.store.cosmos import CosmosEventStore
 from gateway.wiring import ForwarderSettings, open_poller
 from tests.cosmos_fixture import EMULATOR_KEY, KEY_ENV, CosmosServer, cosmos_server  # noqa: F401 (fixture)

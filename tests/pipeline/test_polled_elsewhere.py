@@ -17,7 +17,7 @@ from drivers.simulator.fleet import fleet
 from gateway.config import parse_config
 from gateway.health import HealthStore, PollOutcome
 from gateway.history import CachedHistory
-from gateway.poller import STEP_ORDER
+from gateway.poll_result import STEP_ORDER
 from gateway.wiring import open_poller
 
 from . import SECRETS, fleet_toml

@@ -22,7 +22,8 @@ from drivers.simulator import Framing, MeterFaults, MeterSimulator, SimulatorCon
 from drivers.simulator.fleet import fleet
 from gateway.config import FleetConfig, parse_config
 from gateway.poll_result import PollStep, StepError
-from gateway.poller import Poller, PollSummary
+from gateway.poll_result import PollSummary
+from gateway.poller import Poller
 from gateway.scheduler import BACKOFF_AFTER, MAX_BACKOFF_SLOTS, Scheduler
 from gateway.wiring import open_poller
 
