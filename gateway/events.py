@@ -3,7 +3,9 @@
 Every event is a frozen value with a type name (``TYPE``) and a payload schema version
 (``SCHEMA_VERSION``). ``to_data()`` gives the JSON-ready payload stored by the event store
 (gateway.store.codec conventions: Decimal as a string, datetimes as ISO-8601 UTC, camelCase keys);
-``from_data()`` reads it back. Values are in SI base units (Wh, W, V, A, s) as ``Decimal`` with
+``from_data()`` reads it back. ``gateway.mapper`` registers the types (``EVENT_CLASSES``) and maps
+events to and from the store (``to_new_event``, ``decode``, upcasting); this module imports no event
+module of a feature, so it sits below them all. Values are in SI base units (Wh, W, V, A, s) as ``Decimal`` with
 their unit spelled out, times are aware UTC datetimes, OBIS codes are strings like "1.0.1.8.0.255".
 
 Event ids are deterministic (uuid5 over what identifies the fact: meter, OBIS/profile, capture
@@ -23,7 +25,6 @@ from decimal import Decimal, InvalidOperation
 from typing import Any, ClassVar, TypeVar, Union, get_args, get_origin, get_type_hints
 
 from gateway.store.codec import iso_utc, parse_utc
-from gateway.store.model import EventMetadata, NewEvent, RecordedEvent
 
 # Fixed forever: changing it changes every event id and breaks idempotent re-reads.
 EVENT_ID_NAMESPACE = uuid.UUID("5d0e8f3c-6a1b-4c7e-9f21-3b8d2a7c4e10")
@@ -511,47 +512,8 @@ class YearStreamOpened(DomainEvent):
         return (str(self.year),)
 
 
-_EVENT_TYPES: dict[str, type[DomainEvent]] = {
-    cls.TYPE: cls
-    for cls in (
-        MeterRegistered, RegisterRead, IntervalsRecorded, ClockChecked, ClockDriftDetected,
-        MeterEventLogged, ReadingGapDetected, SuspectReadingFlagged, YearStreamOpened,
-    )
-}
-EVENT_TYPES: Mapping[str, type[DomainEvent]] = types.MappingProxyType(_EVENT_TYPES)
-
-
-def register_event_types(*classes: type[DomainEvent]) -> None:
-    """Add event types defined in a feature module (e.g. gateway.personal.events) to EVENT_TYPES."""
-    for cls in classes:
-        if _EVENT_TYPES.setdefault(cls.TYPE, cls) is not cls:
-            raise ValueError(f"event type {cls.TYPE!r} is already registered by another class")
-
-
-def decode(recorded: RecordedEvent) -> DomainEvent:
-    """The domain event of a stored event; UnknownEventType / UnsupportedSchemaVersion /
-    MalformedEventData when this code cannot read it."""
-    cls = EVENT_TYPES.get(recorded.type)
-    if cls is None:
-        raise UnknownEventType(recorded.type, recorded.stream_id, recorded.version)
-    try:
-        return cls.from_data(recorded.data, recorded.schema_version)
-    except MalformedEventData as exc:
-        raise MalformedEventData(
-            recorded.type, exc.detail, recorded.stream_id, recorded.version
-        ) from None
-
-
-def to_new_event(event: DomainEvent, metadata: EventMetadata) -> NewEvent:
-    return NewEvent(
-        event_id=event.event_id(),
-        type=event.TYPE,
-        schema_version=event.SCHEMA_VERSION,
-        data=event.to_data(),
-        metadata=metadata,
-    )
-
-
-# Feature modules register their types on import; importing them here makes decode() know every type
-# whichever module a process imports first. Last line: they import names defined above.
-import gateway.personal.events  # noqa: E402,F401
+EVENT_CLASSES: tuple[type[DomainEvent], ...] = (
+    MeterRegistered, RegisterRead, IntervalsRecorded, ClockChecked, ClockDriftDetected,
+    MeterEventLogged, ReadingGapDetected, SuspectReadingFlagged, YearStreamOpened,
+)
+"""The event types of a meter's year streams; ``gateway.mapper`` registers them."""

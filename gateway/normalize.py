@@ -27,8 +27,8 @@ from gateway.events import (
     ReadingGapDetected,
     RegisterRead,
     SuspectReadingFlagged,
-    to_new_event,
 )
+from gateway.mapper import to_new_event
 from gateway.meter import MeterState
 from gateway.poll_result import PollResult, PollStep
 from gateway.repository import MeterRepository

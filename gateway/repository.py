@@ -16,13 +16,8 @@ from dataclasses import replace
 from datetime import datetime, timezone
 from typing import Sequence
 
-from gateway.events import (
-    MalformedEventData,
-    UnknownEventType,
-    UnsupportedSchemaVersion,
-    decode,
-    to_new_event,
-)
+from gateway.events import MalformedEventData, UnknownEventType, UnsupportedSchemaVersion
+from gateway.mapper import decode, to_new_event
 from gateway.meter import SNAPSHOT_SCHEMA_VERSION, MeterState, UnsupportedSnapshot
 from gateway.store import (
     NO_STREAM,

@@ -35,7 +35,8 @@ from pathlib import Path
 
 import anyio
 
-from gateway.events import ClockChecked, IntervalRow, IntervalsRecorded, RegisterRead, to_new_event
+from gateway.events import ClockChecked, IntervalRow, IntervalsRecorded, RegisterRead
+from gateway.mapper import to_new_event
 from gateway.outbox import Outbox, OutboxFull, Settlement
 from gateway.store.model import EventMetadata, NewEvent
 from gateway.streams import stream_id

@@ -34,9 +34,8 @@ from gateway.events import (
     IntervalRow,
     IntervalsRecorded,
     RegisterRead,
-    decode,
-    to_new_event,
 )
+from gateway.mapper import decode, to_new_event
 from gateway.projections import (
     ProjectionEngine,
     SqliteViewStore,

@@ -24,7 +24,7 @@ from typing import Callable, Final
 
 import anyio
 
-from gateway.events import decode, to_new_event
+from gateway.mapper import decode, to_new_event
 from gateway.personal.crypto import ERASED, PersonalDataError, PersonalValue, encrypt_field, reveal
 from gateway.personal.events import (
     PERSONAL_FIELDS,

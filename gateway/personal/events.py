@@ -3,7 +3,7 @@
 Both live in the assignment's own stream ``Assignment:<assignment id>`` (never in a meter year
 stream), so deleting or shredding an assignment never touches the meter's readings. Personal fields
 are stored only as ``EncryptedField`` values (see ``gateway.personal.crypto``); the events carry no
-plaintext and no key. Importing this module registers the types with ``gateway.events.decode``.
+plaintext and no key. ``gateway.mapper`` registers the types (``EVENT_CLASSES``).
 """
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import ClassVar, Final
 
-from gateway.events import DomainEvent, Payload, event_id, register_event_types
+from gateway.events import DomainEvent, Payload, event_id
 
 ASSIGNMENT_CATEGORY: Final[str] = "Assignment"
 PERSONAL_FIELDS: Final[tuple[str, ...]] = ("postal_code", "house_number", "activation_code")
@@ -106,9 +106,10 @@ class PersonalDataErased(DomainEvent):
         return (self.assignment_id,)
 
 
-register_event_types(MeterAssigned, PersonalDataErased)
+EVENT_CLASSES: tuple[type[DomainEvent], ...] = (MeterAssigned, PersonalDataErased)
+"""The event types of assignment streams; ``gateway.mapper`` registers them."""
 
 __all__ = [
-    "AES_256_GCM", "ASSIGNMENT_CATEGORY", "PERSONAL_FIELDS", "EncryptedField", "InvalidAssignmentId",
-    "MeterAssigned", "PersonalDataErased", "assignment_stream_id", "validate_assignment_id",
+    "AES_256_GCM", "ASSIGNMENT_CATEGORY", "EVENT_CLASSES", "PERSONAL_FIELDS", "EncryptedField",
+    "InvalidAssignmentId", "MeterAssigned", "PersonalDataErased", "assignment_stream_id", "validate_assignment_id",
 ]

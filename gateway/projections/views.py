@@ -26,7 +26,6 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 from zoneinfo import ZoneInfo
 
 from gateway.events import (
-    EVENT_TYPES,
     ClockChecked,
     ClockDriftDetected,
     DomainEvent,
@@ -36,6 +35,7 @@ from gateway.events import (
     RegisterRead,
     SuspectReadingFlagged,
 )
+from gateway.mapper import EVENT_TYPES
 from gateway.config.model import FleetConfig
 from gateway.quantities import quantity_of
 from gateway.store.codec import iso_utc, parse_utc

@@ -9,7 +9,6 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from gateway.events import (
-    EVENT_TYPES,
     CarryOver,
     ClockChecked,
     ClockDriftDetected,
@@ -28,10 +27,9 @@ from gateway.events import (
     UnknownEventType,
     UnsupportedSchemaVersion,
     YearStreamOpened,
-    decode,
     event_id,
-    to_new_event,
 )
+from gateway.mapper import EVENT_TYPES, decode, to_new_event
 from gateway.personal.events import EncryptedField, MeterAssigned, PersonalDataErased
 from gateway.store import EventMetadata, RecordedEvent
 from gateway.store.codec import dumps, loads

@@ -28,9 +28,8 @@ from gateway.events import (
     RegisterValue,
     SuspectReadingFlagged,
     YearStreamOpened,
-    decode,
-    to_new_event,
 )
+from gateway.mapper import decode, to_new_event
 from gateway.meter import SNAPSHOT_SCHEMA_VERSION, MeterState
 from gateway.repository import MeterRepository
 from gateway.store import NO_STREAM, EventMetadata, EventStore, NewEvent, Snapshot

@@ -8,7 +8,8 @@ from decimal import Decimal
 import pytest
 
 from drivers.readings import CaptureColumn, ProfileReading, ProfileRow
-from gateway.events import IntervalsRecorded, to_new_event
+from gateway.events import IntervalsRecorded
+from gateway.mapper import to_new_event
 from gateway.normalize import MAX_INTERVALS_EVENT_BYTES, UnusableReading, normalize, usable_readings
 from gateway.store import codec
 from gateway.store.cosmos_client import CosmosConfig

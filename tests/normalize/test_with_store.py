@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.events import decode
+from gateway.mapper import decode
 from gateway.normalize import AppendPlan, load_states, plan_poll
 from gateway.poll_result import PollResult
 from gateway.repository import MeterRepository

@@ -23,7 +23,8 @@ import pytest
 
 import gateway
 from gateway.cli import main
-from gateway.events import RegisterRead, decode, to_new_event
+from gateway.events import RegisterRead
+from gateway.mapper import decode, to_new_event
 from gateway.personal.assignments import Assignments
 from gateway.personal.crypto import ERASED
 from gateway.personal.events import PersonalDataErased, assignment_stream_id

@@ -26,7 +26,8 @@ from drivers.simulator import (
 )
 from drivers.simulator.fleet import fleet
 from gateway.config import parse_config
-from gateway.events import DomainEvent, IntervalsRecorded, MeterEventLogged, decode
+from gateway.events import DomainEvent, IntervalsRecorded, MeterEventLogged
+from gateway.mapper import decode
 from gateway.meter_reading import PollerSettings, catch_up_ranges
 from gateway.poll_result import STEP_ORDER, PollSummary
 from gateway.poller import Poller

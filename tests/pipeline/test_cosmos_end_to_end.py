@@ -31,7 +31,8 @@ from anyio.abc import Process
 
 from drivers.simulator import Framing, MeterSimulator, SimulatorConfig, expected_profile_rows, expected_register
 from drivers.simulator.fleet import fleet
-from gateway.events import IntervalsRecorded, MeterRegistered, RegisterRead, decode
+from gateway.events import IntervalsRecorded, MeterRegistered, RegisterRead
+from gateway.mapper import decode
 from gateway.outbox import Outbox
 from gateway.store.cosmos import CosmosEventStore
 from gateway.store.model import RecordedEvent

@@ -23,7 +23,8 @@ import pytest
 from drivers.simulator import Framing, MeterSimulator, SimulatorConfig
 from drivers.simulator.fleet import fleet
 from gateway.config import parse_config
-from gateway.events import RegisterRead, YearStreamOpened, decode
+from gateway.events import RegisterRead, YearStreamOpened
+from gateway.mapper import decode
 from gateway.outbox import Outbox
 from gateway.outbox_forwarder import Forwarder
 from gateway.poll_result import STEP_ORDER

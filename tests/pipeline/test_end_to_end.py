@@ -31,8 +31,8 @@ from gateway.events import (
     MeterRegistered,
     RegisterRead,
     YearStreamOpened,
-    decode,
 )
+from gateway.mapper import decode
 from gateway.health import HealthStore
 from gateway.poll_result import PollSummary
 from gateway.repository import MeterRepository

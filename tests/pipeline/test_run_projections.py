@@ -22,7 +22,8 @@ import pytest
 from drivers.simulator import Framing, MeterSimulator, SimulatorConfig, expected_register
 from drivers.simulator.fleet import fleet
 from gateway.config import parse_config
-from gateway.events import RegisterRead, decode
+from gateway.events import RegisterRead
+from gateway.mapper import decode
 from gateway.wiring import open_poller
 from gateway.projections import DAILY_CONSUMPTION, FLEET_OVERVIEW, LATEST_READING, SqliteViewStore, views_path
 from gateway.projections.runner_lock import projection_runner, runner_lock_path

@@ -32,7 +32,8 @@ from anyio.abc import Process
 
 from drivers.simulator import Framing, MeterSimulator, SimulatorConfig, expected_events, expected_profile_rows
 from drivers.simulator.fleet import fleet
-from gateway.events import IntervalsRecorded, MeterEventLogged, MeterRegistered, RegisterRead, decode
+from gateway.events import IntervalsRecorded, MeterEventLogged, MeterRegistered, RegisterRead
+from gateway.mapper import decode
 from gateway.store.model import RecordedEvent
 from gateway.store.sqlite import SqliteEventStore
 

@@ -25,8 +25,8 @@ from gateway.events import (
     IntervalsRecorded,
     MeterRegistered,
     RegisterRead,
-    to_new_event,
 )
+from gateway.mapper import to_new_event
 from gateway.projections import (
     VIEW_NAMES,
     ProjectionEngine,
