@@ -195,14 +195,7 @@ def _encode(event: NewEvent) -> str:
 
 
 def _decode(envelope: str) -> NewEvent:
-    raw = codec.loads(envelope)
-    return NewEvent(
-        event_id=raw["id"],
-        type=raw["type"],
-        schema_version=int(raw["schemaVersion"]),
-        data=raw["data"],
-        metadata=codec.metadata_from_dict(raw["metadata"]),
-    )
+    return codec.new_event_from_dict(codec.loads(envelope))
 
 
 def _chunks(items: Sequence[T], size: int = _SQL_VARIABLES) -> Iterable[Sequence[T]]:

@@ -109,6 +109,17 @@ def event_to_dict(event: NewEvent | RecordedEvent) -> dict[str, Any]:
     }
 
 
+def new_event_from_dict(raw: Mapping[str, Any]) -> NewEvent:
+    """The event of a stored envelope (``event_to_dict``'s form), not yet appended anywhere."""
+    return NewEvent(
+        event_id=raw["id"],
+        type=raw["type"],
+        schema_version=int(raw["schemaVersion"]),
+        data=raw["data"],
+        metadata=metadata_from_dict(raw["metadata"]),
+    )
+
+
 def recorded_from_dict(
     raw: Mapping[str, Any], *, stream_id: str, version: int, position: int
 ) -> RecordedEvent:
