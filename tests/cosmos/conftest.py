@@ -1,5 +1,6 @@
-"""Fixtures of the Cosmos DB backend tests: the session's local test server, a fresh store per test,
-and a TLS-terminating HTTP proxy that can lose the answer to a write or answer 429 in its place.
+"""Fixtures of the Cosmos DB backend tests: a TLS-terminating HTTP proxy that can lose the answer
+to a write or answer 429 in its place. (The session's test server and a fresh store per test,
+``cosmos_server`` and ``cosmos_store``, come from tests/conftest.py.)
 
 The proxy is a real TCP/TLS hop between the SDK and the server (no mock): it forwards requests
 unchanged, and when told to, it lets a document create reach the server but closes the client's
@@ -17,26 +18,9 @@ import pytest
 from anyio.abc import ByteStream, SocketAttribute
 from anyio.streams.tls import TLSListener
 
-from tests.cosmos_fixture import (  # noqa: F401  (fixtures)
-    SERVER_DIR,
-    CosmosServer,
-    cosmos_config,
-    cosmos_server,
-)
-from gateway.store.cosmos import CosmosEventStore
-from gateway.store.cosmos_client import CosmosConfig
+from tests.cosmos_fixture import SERVER_DIR, CosmosServer
 
 CERT_DIR = SERVER_DIR / "node_modules" / "@vercel" / "cosmosdb-server"
-
-
-@pytest.fixture
-async def cosmos_store(cosmos_config: CosmosConfig, anyio_backend: str
-                       ) -> AsyncIterator[CosmosEventStore]:
-    store = await CosmosEventStore.open(cosmos_config, create_if_missing=True)
-    try:
-        yield store
-    finally:
-        await store.aclose()
 
 
 def _is_document_create(head: bytes) -> bool:

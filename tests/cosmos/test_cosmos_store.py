@@ -11,7 +11,6 @@ import os
 import signal
 import uuid
 from dataclasses import replace
-from datetime import datetime, timezone
 from pathlib import Path
 
 import anyio
@@ -19,13 +18,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.backends import read_everything
+from tests.builders import T0, event, events, ids
 from tests.cosmos_fixture import CosmosServer, start_cosmos_server
 from gateway.store import (
     NO_STREAM,
     AppendTooLarge,
     EventIdConflict,
-    EventMetadata,
-    NewEvent,
     RecordedEvent,
     Snapshot,
     StoreUnavailable,
@@ -37,27 +36,6 @@ from gateway.store.cosmos_client import CosmosConfig, CosmosConfigError
 from .conftest import FaultyProxy
 
 pytestmark = pytest.mark.anyio
-
-T0 = datetime(2026, 3, 1, 12, 0, tzinfo=timezone.utc)
-
-
-def event(tag: str = "", **data: object) -> NewEvent:
-    return NewEvent(
-        event_id=f"{tag}{uuid.uuid4().hex}",
-        type="RegisterRead",
-        schema_version=1,
-        data={"tag": tag, **data},
-        metadata=EventMetadata(gateway_id="gw-test", recorded_at=T0),
-    )
-
-
-def events(count: int, tag: str = "") -> list[NewEvent]:
-    return [event(tag) for _ in range(count)]
-
-
-def ids(items: list[RecordedEvent] | list[NewEvent]) -> list[str]:
-    return [e.event_id for e in items]
-
 
 async def test_two_clients_racing_on_one_stream_lose_nothing_and_duplicate_nothing(
         cosmos_config: CosmosConfig) -> None:
@@ -71,7 +49,7 @@ async def test_two_clients_racing_on_one_stream_lose_nothing_and_duplicate_nothi
         async def writer(name: str, store: CosmosEventStore) -> None:
             expected = NO_STREAM
             for _ in range(8):
-                mine = events(2, tag=name)
+                mine = events(2, id_prefix=name)
                 while True:
                     try:
                         result = await store.append(stream, mine, expected)
@@ -335,12 +313,7 @@ async def test_read_all_pages_split_commits_and_deliver_each_event_once_in_order
         cosmos_store: CosmosEventStore, commits: list[tuple[int, int]], limit: int) -> None:
     streams = [f"Meter:prop{i}-{uuid.uuid4().hex[:8]}:2026" for i in range(3)]
     sent: dict[str, list[str]] = {s: [] for s in streams}
-    checkpoint: str | None = None
-    while True:  # skip what earlier examples wrote
-        page = await cosmos_store.read_all(checkpoint, limit=1000)
-        checkpoint = page.checkpoint
-        if page.done:
-            break
+    _, checkpoint = await read_everything(cosmos_store)  # skip what earlier examples wrote
     for which, size in commits:
         batch = events(size)
         await cosmos_store.append(streams[which], batch, len(sent[streams[which]]))
@@ -369,13 +342,6 @@ async def test_snapshot_lives_in_the_stream_partition_never_regresses_and_stays_
     await cosmos_store.save_snapshot(older)  # a slow writer's older state does not win
     assert await cosmos_store.load_snapshot(stream) == newer
 
-    seen: list[RecordedEvent] = []
-    checkpoint: str | None = None
-    while True:
-        page = await cosmos_store.read_all(checkpoint, limit=2)
-        seen.extend(page.events)
-        checkpoint = page.checkpoint
-        if page.done:
-            break
+    seen, _ = await read_everything(cosmos_store, limit=2)
     assert ids(seen) == ids(sent)  # the snapshot item is in the feed but is not an event
     assert [(i.stream_id, i.head) for i in await cosmos_store.list_streams(stream)] == [(stream, 5)]

@@ -29,48 +29,10 @@ from gateway.store import (
     WrongExpectedVersion,
 )
 from gateway.store.codec import parse_utc
+from tests.backends import read_everything
+from tests.builders import T0, event, events, ids, new_stream
 
 pytestmark = pytest.mark.anyio
-
-T0 = datetime(2026, 3, 1, 12, 0, tzinfo=timezone.utc)
-
-
-def new_stream(kind: str = "meter") -> str:
-    return f"{kind}-{uuid.uuid4().hex}"
-
-
-def event(n: int = 0, *, recorded_at: datetime = T0, **data: Any) -> NewEvent:
-    return NewEvent(
-        event_id=uuid.uuid4().hex,
-        type="RegisterRead",
-        schema_version=1,
-        data={"n": n, **data},
-        metadata=EventMetadata(gateway_id="gw-test", recorded_at=recorded_at),
-    )
-
-
-def events(count: int) -> list[NewEvent]:
-    return [event(i) for i in range(count)]
-
-
-def ids(recorded: list[RecordedEvent] | list[NewEvent]) -> list[str]:
-    return [e.event_id for e in recorded]
-
-
-async def read_everything(store: EventStore, checkpoint: str | None = None, limit: int = 7
-                          ) -> tuple[list[RecordedEvent], str | None]:
-    """Page through read_all until done; returns the events and the final checkpoint."""
-    out: list[RecordedEvent] = []
-    for _ in range(10_000):
-        page = await store.read_all(checkpoint, limit=limit)
-        out.extend(page.events)
-        checkpoint = page.checkpoint
-        if page.done:
-            return out, checkpoint
-    raise AssertionError("read_all never reported done")
-
-
-# -- append and load ----------------------------------------------------------------------------
 
 
 async def test_round_trip_keeps_envelope_decimal_datetime_and_unknown_metadata(store: EventStore) -> None:

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import sqlite3
 import uuid
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
-from typing import AsyncIterator
 
 import anyio
 import pytest
@@ -15,38 +14,20 @@ from gateway.store import (
     NO_STREAM,
     AppendRequest,
     EventIdConflict,
-    EventMetadata,
     EventStore,
     NewEvent,
     StoreUnavailable,
     WrongExpectedVersion,
 )
 from gateway.store.sqlite import SqliteEventStore
+from tests.builders import events, new_event
 
 pytestmark = pytest.mark.anyio
-
-T0 = datetime(2026, 3, 1, 12, 0, tzinfo=timezone.utc)
-
-
-def events(count: int) -> tuple[NewEvent, ...]:
-    return tuple(
-        NewEvent(uuid.uuid4().hex, "RegisterRead", 1, {"n": i}, EventMetadata("gw-test", T0))
-        for i in range(count)
-    )
 
 
 @pytest.fixture
 def db_path(tmp_path: Path) -> Path:
-    return tmp_path / "events.db"
-
-
-@pytest.fixture
-async def sqlite_store(db_path: Path, anyio_backend: str) -> AsyncIterator[SqliteEventStore]:
-    store = await SqliteEventStore.open(db_path)
-    try:
-        yield store
-    finally:
-        await store.aclose()
+    return tmp_path / "events.db"  # where the ``sqlite_store`` fixture (tests/backends.py) opens
 
 
 async def test_is_an_event_store(sqlite_store: SqliteEventStore) -> None:
@@ -185,7 +166,7 @@ async def test_bad_input_is_refused_before_any_write(sqlite_store: SqliteEventSt
         await sqlite_store.append("m-1", events(1), -1)
     with pytest.raises(ValueError, match="checkpoint"):
         await sqlite_store.read_all("not-a-position")
-    naive = NewEvent("e-naive", "T", 1, {}, EventMetadata("gw", datetime(2026, 1, 1)))
+    naive = new_event("e-naive", type="T", gateway_id="gw", recorded_at=datetime(2026, 1, 1))
     with pytest.raises(ValueError, match="naive"):
         await sqlite_store.append("m-1", [naive], NO_STREAM)
     assert sqlite_store.stats.writes == 0
@@ -213,7 +194,8 @@ async def test_event_ids_are_unique_across_streams_and_a_clash_writes_nothing(
 
 
 def _event(event_id: str, **data: object) -> NewEvent:
-    return NewEvent(event_id, "RegisterRead", 1, {"id": event_id, **data}, EventMetadata("gw-test", T0))
+    """An event whose data names its own id (these tests check what was stored where)."""
+    return new_event(event_id, data={"id": event_id, **data})
 
 
 async def test_bulk_batches_keep_per_request_outcomes(sqlite_store: SqliteEventStore) -> None:
