@@ -14,9 +14,9 @@ import anyio
 import pytest
 
 import gateway
-from gateway.store.model import NO_STREAM, EventMetadata, NewEvent
+from gateway.store.model import NO_STREAM
 from gateway.store.sqlite import SqliteEventStore
-from tests.outbox import RECORDED_AT
+from tests.builders import readings
 
 REPO_ROOT = Path(gateway.__file__).resolve().parent.parent
 GATEWAY = [sys.executable, "-m", "gateway"]
@@ -26,17 +26,11 @@ def _env() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
 
 
-def _events(stream: str, first: int, count: int) -> list[NewEvent]:
-    meta = EventMetadata(gateway_id="gw-test", recorded_at=RECORDED_AT)
-    return [NewEvent(f"{stream}/{n}", "RegisterRead", 1, {"value": str(n), "pad": "x" * 300}, meta)
-            for n in range(first, first + count)]
-
-
 def _store_with_one_stream(db: Path) -> None:
     async def fill() -> None:
         store = await SqliteEventStore.open(db)
         try:
-            await store.append("Meter:m1:2026", _events("m1", 0, 3), NO_STREAM)
+            await store.append("Meter:m1:2026", readings("m1", 0, 3, pad=300), NO_STREAM)
         finally:
             await store.aclose()
 
@@ -51,7 +45,7 @@ async def test_backup_while_appending_is_one_consistent_checked_copy(tmp_path: P
     appended = 0
     try:
         for m in range(20):
-            await store.append(f"Meter:m{m}:2026", _events(f"m{m}", 0, 50), NO_STREAM)
+            await store.append(f"Meter:m{m}:2026", readings(f"m{m}", 0, 50, pad=300), NO_STREAM)
         done = anyio.Event()
 
         async def keep_appending() -> None:
@@ -59,7 +53,7 @@ async def test_backup_while_appending_is_one_consistent_checked_copy(tmp_path: P
             heads = dict.fromkeys(range(20), 50)
             while not done.is_set():
                 m = appended % 20
-                await store.append(f"Meter:m{m}:2026", _events(f"m{m}", heads[m], 5), heads[m])
+                await store.append(f"Meter:m{m}:2026", readings(f"m{m}", heads[m], 5, pad=300), heads[m])
                 heads[m] += 5
                 appended += 1
 

@@ -7,7 +7,6 @@ and adds the fault.
 """
 from __future__ import annotations
 
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -18,32 +17,11 @@ from gateway.store.errors import AppendTooLarge, EventIdConflict, StoreUnavailab
 from gateway.store.model import (
     AppendRequest,
     AppendResult,
-    EventMetadata,
     NewEvent,
     RecordedEvent,
     Snapshot,
     StreamInfo,
 )
-
-RECORDED_AT = datetime(2026, 11, 26, 12, 0, tzinfo=timezone.utc)
-
-
-def event(event_id: str, *, value: str = "1.5", type_: str = "RegisterRead", pad: int = 0) -> NewEvent:
-    data: dict[str, Any] = {"obis": "1.0.1.8.0.255", "value": value}
-    if pad:
-        data["pad"] = "x" * pad
-    return NewEvent(
-        event_id=event_id,
-        type=type_,
-        schema_version=1,
-        data=data,
-        metadata=EventMetadata(gateway_id="gw-test", recorded_at=RECORDED_AT),
-    )
-
-
-def ids(events: Sequence[RecordedEvent | NewEvent]) -> list[str]:
-    return [e.event_id for e in events]
-
 
 class Crash(BaseException):
     """Stands for the process dying: not an Exception, so nothing in the forwarder handles it."""

@@ -20,7 +20,7 @@ from gateway.outbox import Outbox
 from gateway.outbox_forwarder import Forwarder
 from gateway.store.cosmos import CosmosEventStore
 from tests.cosmos_fixture import CosmosServerError, start_cosmos_server
-from tests.outbox import event, ids
+from tests.builders import ids, reading
 
 pytestmark = [pytest.mark.anyio, pytest.mark.cosmos]
 
@@ -51,7 +51,7 @@ async def test_forwarding_to_cosmos_survives_the_server_being_frozen(tmp_path: P
                         if i == COUNT // 3:
                             os.kill(server.pid, signal.SIGSTOP)
                             frozen = True
-                        await outbox.put(STREAMS[i % len(STREAMS)], [event(f"e{i}", value=str(i))])
+                        await outbox.put(STREAMS[i % len(STREAMS)], [reading(f"e{i}", value=str(i))])
                         await anyio.sleep(0.005)
                     while forwarder.metrics.unavailable < 2:  # the outage was felt, twice
                         await anyio.sleep(0.05)

@@ -12,7 +12,9 @@ from gateway.outbox import Outbox
 from gateway.outbox_forwarder import Forwarder
 from gateway.store.errors import StoreUnavailable
 from gateway.store.sqlite import SqliteEventStore
-from tests.outbox import Crash, FaultyStore, event, ids
+from tests.backends import opened_sqlite
+from tests.builders import ids, reading
+from tests.outbox import Crash, FaultyStore
 
 pytestmark = pytest.mark.anyio
 
@@ -22,9 +24,8 @@ GUARD_S = 20.0  # a guard against a hang, not a performance assertion
 
 @pytest.fixture
 async def far(tmp_path: Path) -> AsyncIterator[SqliteEventStore]:
-    store = await SqliteEventStore.open(tmp_path / "far.sqlite3")
-    yield store
-    await store.aclose()
+    async with opened_sqlite(tmp_path / "far.sqlite3") as store:
+        yield store
 
 
 @pytest.fixture
@@ -57,10 +58,10 @@ async def test_outage_then_recovery_loses_nothing_duplicates_nothing_keeps_order
         async with anyio.create_task_group() as tg:
             tg.start_soon(forwarder.run)
             for i in range(count // 2):  # forwarded as they come
-                await outbox.put(STREAMS[i % len(STREAMS)], [event(f"e{i}")])
+                await outbox.put(STREAMS[i % len(STREAMS)], [reading(f"e{i}")])
             faulty.down = True
             for i in range(count // 2, count):  # put during the outage
-                await outbox.put(STREAMS[i % len(STREAMS)], [event(f"e{i}")])
+                await outbox.put(STREAMS[i % len(STREAMS)], [reading(f"e{i}")])
             await faulty.failures_seen.wait()  # the forwarder has been failing for a while
             assert (await outbox.state()).depth > 0
             faulty.down = False
@@ -79,14 +80,14 @@ async def test_lost_acknowledgement_does_not_duplicate(
 ) -> None:
     faulty = FaultyStore(far)
     forwarder = Forwarder(outbox, faulty)
-    await outbox.put(STREAMS[0], [event("e0"), event("e4")])
-    await outbox.put(STREAMS[1], [event("e1")])
+    await outbox.put(STREAMS[0], [reading("e0"), reading("e4")])
+    await outbox.put(STREAMS[1], [reading("e1")])
     faulty.lose_acks = 1
     with pytest.raises(StoreUnavailable, match="lost acknowledgement"):
         await forwarder.drain_once()
     assert (await outbox.state()).depth == 3  # not known to be stored, so still pending
     if grow:  # the retry's batch differs from the lost one: the store sees a conflict, not a retry
-        await outbox.put(STREAMS[0], [event("e8")])
+        await outbox.put(STREAMS[0], [reading("e8")])
     report = await forwarder.drain_once()
     assert (report.forwarded, report.already_stored) == ((1, 3) if grow else (0, 3))
     assert faulty.id_conflicts == 0
@@ -101,10 +102,10 @@ async def test_crash_between_far_append_and_local_delete_does_not_duplicate(
 ) -> None:
     path = tmp_path / "crash-outbox.sqlite3"
     # Far stream meter-0 already has history written by someone else; meter-1 is new.
-    await far.append(STREAMS[0], [event("old-1"), event("old-2")], 0)
+    await far.append(STREAMS[0], [reading("old-1"), reading("old-2")], 0)
     outbox = await Outbox.open(path, 10_000_000)
-    await outbox.put(STREAMS[0], [event("e0")])
-    await outbox.put(STREAMS[1], [event("e1"), event("e5")])
+    await outbox.put(STREAMS[0], [reading("e0")])
+    await outbox.put(STREAMS[1], [reading("e1"), reading("e5")])
     faulty = FaultyStore(far)
     faulty.crash_after_append = True
     with pytest.raises(Crash):
@@ -112,7 +113,7 @@ async def test_crash_between_far_append_and_local_delete_does_not_duplicate(
     await outbox.aclose()
     # A new process: no memory but the outbox file. The first append of each stream landed.
     outbox = await Outbox.open(path, 10_000_000)
-    await outbox.put(STREAMS[1], [event("e5"), event("e9")])  # the poller re-reads, then a new fact
+    await outbox.put(STREAMS[1], [reading("e5"), reading("e9")])  # the poller re-reads, then a new fact
     report = await Forwarder(outbox, faulty).drain_once()
     assert (report.already_stored, report.forwarded, report.poisoned) == (3, 1, 0)
     assert faulty.id_conflicts == 0  # found by the recorded head, not by the store's id check
@@ -124,19 +125,19 @@ async def test_crash_between_far_append_and_local_delete_does_not_duplicate(
 async def test_event_id_taken_by_another_far_stream_is_poisoned_and_the_stream_goes_on(
     outbox: Outbox, far: SqliteEventStore
 ) -> None:
-    await far.append("elsewhere", [event("e2")], 0)
-    await outbox.put(STREAMS[0], [event("e0"), event("e1"), event("e2"), event("e3")])
-    await outbox.put(STREAMS[0], [event("e4")])
+    await far.append("elsewhere", [reading("e2")], 0)
+    await outbox.put(STREAMS[0], [reading("e0"), reading("e1"), reading("e2"), reading("e3")])
+    await outbox.put(STREAMS[0], [reading("e4")])
     report = await Forwarder(outbox, far).drain_once()
     assert (report.forwarded, report.poisoned) == (4, 1)
     assert await far_streams(far) == {"elsewhere": ["e2"], STREAMS[0]: ["e0", "e1", "e3", "e4"]}
     (poisoned,) = await outbox.poisoned()
-    assert poisoned.stream_id == STREAMS[0] and poisoned.event == event("e2")
+    assert poisoned.stream_id == STREAMS[0] and poisoned.event == reading("e2")
     assert poisoned.error_type == "EventIdConflict" and "'e2'" in poisoned.reason
     state = await outbox.state()
     assert (state.depth, state.poisoned) == (0, 1)
     # A poisoned fact read again is not queued again (it would only be refused again).
-    assert (await outbox.put(STREAMS[0], [event("e2")])).already_known == 1
+    assert (await outbox.put(STREAMS[0], [reading("e2")])).already_known == 1
 
 
 async def test_too_large_and_refused_events_are_isolated_and_set_aside_with_the_reason(
@@ -146,12 +147,12 @@ async def test_too_large_and_refused_events_are_isolated_and_set_aside_with_the_
     faulty.max_event_bytes = 1_000
     faulty.refuse_type = "Unstorable"
     stream = STREAMS[0]
-    await outbox.put(stream, [event(f"e{i}") for i in range(6)])
-    await outbox.put(stream, [event("big", pad=5_000)])
-    await outbox.put(stream, [event(f"e{i}") for i in range(6, 12)])
-    await outbox.put(stream, [event("bad", type_="Unstorable")])
-    await outbox.put(stream, [event(f"e{i}") for i in range(12, 15)])
-    await outbox.put(STREAMS[1], [event("other")])  # in the same rounds, not held up
+    await outbox.put(stream, [reading(f"e{i}") for i in range(6)])
+    await outbox.put(stream, [reading("big", pad=5_000)])
+    await outbox.put(stream, [reading(f"e{i}") for i in range(6, 12)])
+    await outbox.put(stream, [reading("bad", type_="Unstorable")])
+    await outbox.put(stream, [reading(f"e{i}") for i in range(12, 15)])
+    await outbox.put(STREAMS[1], [reading("other")])  # in the same rounds, not held up
     report = await Forwarder(outbox, faulty).drain_once()
     assert (report.forwarded, report.poisoned) == (16, 2)
     assert await far_streams(far) == {stream: [f"e{i}" for i in range(15)], STREAMS[1]: ["other"]}
@@ -168,7 +169,7 @@ async def test_run_waits_for_puts_and_stops_when_cancelled(outbox: Outbox, far: 
         async with anyio.create_task_group() as tg:
             tg.start_soon(forwarder.run)
             await anyio.sleep(0.05)
-            await outbox.put(STREAMS[2], [event("e2")])
+            await outbox.put(STREAMS[2], [reading("e2")])
             while (await outbox.state()).depth:
                 await anyio.sleep(0.01)
             tg.cancel_scope.cancel()

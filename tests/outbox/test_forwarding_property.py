@@ -15,7 +15,8 @@ from gateway.outbox import Outbox
 from gateway.outbox_forwarder import Forwarder
 from gateway.store.errors import StoreUnavailable
 from gateway.store.sqlite import SqliteEventStore
-from tests.outbox import Crash, FaultyStore, event, ids
+from tests.builders import ids, reading
+from tests.outbox import Crash, FaultyStore
 
 pytestmark = pytest.mark.anyio
 
@@ -47,7 +48,7 @@ async def test_any_interleaving_of_faults_forwards_each_event_once_in_order(
                     # An id belongs to one stream (deterministic ids): qualify it with the stream.
                     assert isinstance(extra, list)
                     batch = list(dict.fromkeys(f"{arg}/e{n}" for n in extra))
-                    await outbox.put(arg, [event(i) for i in batch])
+                    await outbox.put(arg, [reading(i) for i in batch])
                     for i in batch:
                         if i not in owner:
                             owner[i] = arg

@@ -18,8 +18,9 @@ from gateway.repository import MeterRepository
 from gateway.sinks import OutboxView
 from gateway.store.errors import StoreUnavailable, StreamNotFound
 from gateway.store.model import NO_STREAM
-from gateway.store.sqlite import SqliteEventStore
-from tests.outbox import FaultyStore, event, ids
+from tests.backends import opened_sqlite
+from tests.builders import ids, reading
+from tests.outbox import FaultyStore
 
 pytestmark = pytest.mark.anyio
 
@@ -29,11 +30,8 @@ GUARD_S = 10.0  # against a hang, not a performance assertion
 
 @pytest.fixture
 async def far(tmp_path: Path) -> AsyncIterator[FaultyStore]:
-    store = await SqliteEventStore.open(tmp_path / "far.db")
-    try:
+    async with opened_sqlite(tmp_path / "far.db") as store:
         yield FaultyStore(store)
-    finally:
-        await store.aclose()
 
 
 @pytest.fixture
@@ -45,13 +43,13 @@ async def outbox(tmp_path: Path) -> AsyncIterator[Outbox]:
 async def test_written_streams_lists_what_the_outbox_was_given_with_the_head_it_knows(
     outbox: Outbox, far: FaultyStore
 ) -> None:
-    await outbox.put(OLD, [event("a"), event("b")])
-    await outbox.put("Meter:m-10:2026", [event("x")])
+    await outbox.put(OLD, [reading("a"), reading("b")])
+    await outbox.put("Meter:m-10:2026", [reading("x")])
     await outbox.save_local_state("Meter:m-1:2025", 7, 1, {"version": 7})
     # Not forwarded yet: the far head is unknown to the outbox.
     assert await outbox.written_streams("Meter:m-1:") == {OLD: None, "Meter:m-1:2025": None}
     await Forwarder(outbox, far).drain_once()
-    await outbox.put(OLD, [event("c")])
+    await outbox.put(OLD, [reading("c")])
     assert await outbox.written_streams("Meter:m-1:") == {OLD: 3, "Meter:m-1:2025": None}
     assert set(await outbox.written_streams()) == {OLD, "Meter:m-10:2026", "Meter:m-1:2025"}
     assert await outbox.written_streams(NEW) == {}
@@ -72,7 +70,7 @@ async def test_a_stream_never_written_is_new_while_the_far_store_is_down(
     assert await view.head("Meter:m-2:2027") == NO_STREAM  # another stream is asked about
     assert far.reads == 2
     # A stream the outbox did write is never guessed: without a local state it needs the far store.
-    await outbox.put(OLD, [event("a")])
+    await outbox.put(OLD, [reading("a")])
     with pytest.raises(StoreUnavailable):
         await view.head(OLD)
 
@@ -85,11 +83,11 @@ async def test_a_new_meter_has_no_streams_while_the_far_store_is_down(outbox: Ou
     state = await MeterRepository(view).current("m-9", 2027)  # type: ignore[arg-type]
     assert (state.version, state.identity) == (NO_STREAM, None)
     # A meter the outbox wrote is listed from what it knows: with no state of the stream, no guess.
-    await outbox.put(OLD, [event("a")])
+    await outbox.put(OLD, [reading("a")])
     with pytest.raises(StoreUnavailable):
         await view.list_streams("Meter:m-1:")
     await outbox.save_local_state(OLD, 1, 1, {"version": 1})
-    await outbox.put(OLD, [event("b")])
+    await outbox.put(OLD, [reading("b")])
     assert [(i.stream_id, i.head) for i in await view.list_streams("Meter:m-1:")] == [(OLD, 2)]
 
 
@@ -106,7 +104,7 @@ async def test_a_far_store_that_does_not_answer_is_waited_for_briefly(
 
 async def test_a_stream_the_far_store_holds_is_read_from_it(outbox: Outbox, far: FaultyStore) -> None:
     # Written by another gateway box before this one (its outbox is not this file).
-    await far.inner.append(NEW, [event("n1"), event("n2")], NO_STREAM)
+    await far.inner.append(NEW, [reading("n1"), reading("n2")], NO_STREAM)
     view = OutboxView(far, outbox, new_stream_wait_s=1.0)
     assert await view.head(NEW) == 2
     assert ids(await view.load(NEW)) == ["n1", "n2"]
@@ -118,7 +116,7 @@ async def test_a_stream_the_far_store_holds_is_read_from_it(outbox: Outbox, far:
 
 
 async def test_an_outage_on_one_new_stream_does_not_make_others_new(outbox: Outbox, far: FaultyStore) -> None:
-    await far.inner.append(NEW, [event("n1"), event("n2")], NO_STREAM)  # by a box before this one
+    await far.inner.append(NEW, [reading("n1"), reading("n2")], NO_STREAM)  # by a box before this one
     view = OutboxView(far, outbox, new_stream_wait_s=1.0)  # the default: taken as new for a minute
     far.down = True
     assert await view.head("Meter:m-2:2027") == NO_STREAM
@@ -129,7 +127,7 @@ async def test_an_outage_on_one_new_stream_does_not_make_others_new(outbox: Outb
     far.down = True
     assert await again.head("Meter:m-3:2027") == NO_STREAM
     far.down = False
-    await far.inner.append("Meter:m-3:2027", [event("m3")], NO_STREAM)
+    await far.inner.append("Meter:m-3:2027", [reading("m3")], NO_STREAM)
     assert await again.head("Meter:m-3:2027") == 1
 
 
@@ -140,14 +138,14 @@ async def test_distrusting_a_meter_drops_the_local_states_nothing_vouches_for(
     repository = CachingRepository(far, verify_head=False, local=view)  # type: ignore[arg-type]
     state = replace(MeterState.empty("m-1", 2026), version=1)
     # 2026: forwarded, the forwarder's recorded head agrees with the state: kept.
-    await outbox.put(OLD, [event("a")])
+    await outbox.put(OLD, [reading("a")])
     await Forwarder(outbox, far).drain_once()
     await repository.keep("m-1", 2026, state)
     # 2027: never forwarded, so nothing checks what the state counts: dropped.
-    await outbox.put(NEW, [event("n")])
+    await outbox.put(NEW, [reading("n")])
     await repository.keep("m-1", 2027, replace(MeterState.empty("m-1", 2027), version=1))
     # Another meter whose id starts the same way: untouched.
-    await outbox.put("Meter:m-10:2026", [event("x")])
+    await outbox.put("Meter:m-10:2026", [reading("x")])
     await repository.keep("m-10", 2026, replace(MeterState.empty("m-10", 2026), version=1))
 
     await repository.distrust_meter("m-1")
@@ -161,7 +159,7 @@ async def test_a_stream_listed_by_the_far_store_is_never_taken_as_new(outbox: Ou
     # A meter silent for a whole year: its last stream, written by the box before this one, is
     # found by listing; it must not become an empty carry-over when Cosmos then fails once.
     old = "Meter:m-1:2025"
-    await far.inner.append(old, [event("o1")], NO_STREAM)
+    await far.inner.append(old, [reading("o1")], NO_STREAM)
     view = OutboxView(far, outbox, new_stream_wait_s=1.0)
     assert [i.stream_id for i in await view.list_streams("Meter:m-1:")] == [old]
     far.down = True
@@ -172,6 +170,6 @@ async def test_a_stream_listed_by_the_far_store_is_never_taken_as_new(outbox: Ou
 
 
 async def test_a_restarted_view_lists_streams_still_pending_in_the_outbox(outbox: Outbox, far: FaultyStore) -> None:
-    await outbox.put(NEW, [event("p1"), event("p2")])  # put by the process before the restart
+    await outbox.put(NEW, [reading("p1"), reading("p2")])  # put by the process before the restart
     view = OutboxView(far, outbox)
     assert [(i.stream_id, i.head) for i in await view.list_streams("Meter:m-1:")] == [(NEW, 2)]

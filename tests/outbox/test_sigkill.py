@@ -35,7 +35,8 @@ async def child(outbox_path: str, far_path: str, count: int) -> None:
     from gateway.outbox import Outbox
     from gateway.outbox_forwarder import Forwarder
     from gateway.store.sqlite import SqliteEventStore
-    from tests.outbox import FaultyStore, event
+    from tests.builders import reading
+    from tests.outbox import FaultyStore
 
     outbox = await Outbox.open(outbox_path, 100_000_000)
     # No fault: the wrapper only logs EventIdConflict answers, which the protocol must not need.
@@ -46,7 +47,7 @@ async def child(outbox_path: str, far_path: str, count: int) -> None:
     async with anyio.create_task_group() as tg:
         tg.start_soon(forwarder.run)
         for i in range(count):
-            put = await outbox.put(STREAMS[i % len(STREAMS)], [event(f"e{i}", value=str(i))])
+            put = await outbox.put(STREAMS[i % len(STREAMS)], [reading(f"e{i}", value=str(i))])
             if put.queued:
                 await anyio.sleep(PUT_PACE_S)  # a poller's pace: restarts re-put known facts quickly
         while (await outbox.state()).depth:

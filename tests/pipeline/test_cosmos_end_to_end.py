@@ -47,7 +47,7 @@ from tests.cosmos_fixture import (  # noqa: F401 (cosmos_server is a fixture)
     cosmos_server,
     start_cosmos_server,
 )
-from tests.outbox import event
+from tests.builders import reading
 
 from . import SECRETS, cosmos_store, fleet_toml
 
@@ -271,12 +271,12 @@ async def test_the_outbox_view_shows_streams_as_they_will_be_once_drained(
         await Outbox.open(tmp_path / "outbox.sqlite3", 10_000_000) as outbox,
     ):
         view = OutboxView(far, outbox)
-        await far.append(stream, [event("a")], 0)
-        await outbox.put(stream, [event("b"), event("c"), event("d")])
+        await far.append(stream, [reading("a")], 0)
+        await outbox.put(stream, [reading("b"), reading("c"), reading("d")])
         # A forwarder appended "b" at the head it had recorded, and its acknowledgement was lost.
         await outbox.record_heads({stream: 1})
-        await far.append(stream, [event("b")], 1)
-        await outbox.put(only_pending, [event("x"), event("y")])
+        await far.append(stream, [reading("b")], 1)
+        await outbox.put(only_pending, [reading("x"), reading("y")])
         view.note_put(only_pending)
 
         async def seen() -> tuple[object, ...]:

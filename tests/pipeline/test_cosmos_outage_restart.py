@@ -33,7 +33,7 @@ from gateway.store.cosmos import CosmosEventStore
 from gateway.store.sqlite import SqliteEventStore
 from gateway.wiring import ForwarderSettings, open_poller
 from tests.cosmos_fixture import EMULATOR_KEY, KEY_ENV, CosmosServerError, start_cosmos_server
-from tests.outbox import event
+from tests.builders import reading
 
 from . import SECRETS, cosmos_store, fleet_toml
 
@@ -139,9 +139,9 @@ async def test_a_local_state_the_forwarder_contradicts_is_not_used(tmp_path: Pat
     try:
         async with await Outbox.open(tmp_path / "outbox.sqlite3", 1_000_000) as outbox:
             stream = "Meter:m-1:2026"
-            await outbox.put(stream, [event("a")])
+            await outbox.put(stream, [reading("a")])
             await outbox.save_local_state(stream, 1, 1, {"version": 1})
-            await outbox.put(stream, [event("b")])
+            await outbox.put(stream, [reading("b")])
             local = await outbox.local_state(stream)
             assert local is not None and local.consistent
             assert [e.event_id for e in local.tail] == ["b"]

@@ -24,7 +24,7 @@ from gateway.poll_result import STEP_ORDER
 from gateway.store.cosmos import CosmosEventStore
 from gateway.wiring import ForwarderSettings, open_poller
 from tests.cosmos_fixture import EMULATOR_KEY, KEY_ENV, CosmosServer, cosmos_server  # noqa: F401 (fixture)
-from tests.outbox import event
+from tests.builders import reading
 
 from . import SECRETS, cosmos_store, fleet_toml
 
@@ -39,11 +39,11 @@ GUARD_S = 60.0  # against a hang, not a performance assertion
 async def _fill_close_to_the_bound(path: Path) -> None:
     """Pending filler events up to a few hundred bytes short of the bound, without a refusal."""
     async with await Outbox.open(path, BOUND) as outbox:
-        await outbox.put("Filler:0", [event("f-base")])
+        await outbox.put("Filler:0", [reading("f-base")])
         base = (await outbox.state()).bytes  # one event without padding
         n = 0
         while (pad := min(50_000, BOUND - (await outbox.state()).bytes - base - 64)) > 0:
-            await outbox.put("Filler:0", [event(f"f-{n:05d}", pad=pad)])
+            await outbox.put("Filler:0", [reading(f"f-{n:05d}", pad=pad)])
             n += 1
         state = await outbox.state()
         assert not state.full and BOUND - state.bytes < 1_000

@@ -6,9 +6,7 @@ forward to the real store and add the fault; everything stored is read back from
 """
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
-from datetime import datetime, timezone
-from pathlib import Path
+from collections.abc import Sequence
 
 import anyio
 import pytest
@@ -19,31 +17,15 @@ from anyio import wait_all_tasks_blocked
 from gateway.store import (
     AppendRequest,
     BatchOutcome,
-    EventMetadata,
     NewEvent,
     StoreUnavailable,
     WrongExpectedVersion,
 )
 from gateway.store.sqlite import SqliteEventStore
 from gateway.writer import BatchedWriter, WriterClosed, WriterQueueFull
+from tests.builders import new_event, readings
 
 pytestmark = pytest.mark.anyio
-
-RECORDED_AT = datetime(2026, 3, 1, 12, 0, tzinfo=timezone.utc)
-
-
-def make_event(stream_id: str, n: int) -> NewEvent:
-    return NewEvent(
-        event_id=f"{stream_id}/{n}",
-        type="RegisterRead",
-        schema_version=1,
-        data={"obis": "1.0.1.8.0.255", "value": str(1000 + n), "unit": "Wh"},
-        metadata=EventMetadata(gateway_id="gw-test", recorded_at=RECORDED_AT),
-    )
-
-
-def events_for(stream_id: str, first: int, count: int) -> list[NewEvent]:
-    return [make_event(stream_id, n) for n in range(first, first + count)]
 
 
 async def stored_ids(store: SqliteEventStore, stream_id: str) -> list[str]:
@@ -51,12 +33,8 @@ async def stored_ids(store: SqliteEventStore, stream_id: str) -> list[str]:
 
 
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SqliteEventStore]:
-    opened = await SqliteEventStore.open(tmp_path / "events.db")
-    try:
-        yield opened
-    finally:
-        await opened.aclose()
+def store(sqlite_store: SqliteEventStore) -> SqliteEventStore:
+    return sqlite_store
 
 
 class ForwardingStore:
@@ -123,7 +101,7 @@ class RacedOnEveryFlush(ForwardingStore):
     async def append_batch(self, requests: Sequence[AppendRequest]) -> list[BatchOutcome]:
         if any(r.stream_id == self.hot_stream for r in requests):
             head = await self.inner.head(self.hot_stream)
-            await self.inner.append(self.hot_stream, [make_event("other", self.races)], head)
+            await self.inner.append(self.hot_stream, readings("other", self.races, 1), head)
             self.races += 1
         return await self.inner.append_batch(requests)
 
@@ -156,7 +134,7 @@ async def test_concurrent_submitters_store_every_event_once_in_order(
         async def poller(stream_id: str) -> None:
             # Queue every poll first so several submissions of one stream share a flush.
             handles = [
-                await writer.enqueue(stream_id, events_for(stream_id, p * per_poll, per_poll))
+                await writer.enqueue(stream_id, readings(stream_id, p * per_poll, per_poll))
                 for p in range(polls)
             ]
             for handle in handles:
@@ -169,7 +147,7 @@ async def test_concurrent_submitters_store_every_event_once_in_order(
 
     for stream_id in streams:
         assert await stored_ids(store, stream_id) == [
-            e.event_id for e in events_for(stream_id, 0, polls * per_poll)
+            e.event_id for e in readings(stream_id, 0, polls * per_poll)
         ]
         assert results[stream_id] == [
             (p * per_poll + 1, (p + 1) * per_poll) for p in range(polls)
@@ -184,13 +162,13 @@ async def test_warm_cache_appends_without_reading_the_store(store: SqliteEventSt
     streams = [f"Meter:{m}:2026" for m in range(5)]
     async with BatchedWriter(store) as writer:
         for stream_id in streams:
-            await writer.submit(stream_id, events_for(stream_id, 0, 2))
+            await writer.submit(stream_id, readings(stream_id, 0, 2))
         reads_after_warm_up = store.stats.reads
         appends_after_warm_up = store.stats.appends
         for n in range(1, 4):
             async with anyio.create_task_group() as tg:
                 for stream_id in streams:
-                    tg.start_soon(writer.submit, stream_id, events_for(stream_id, 2 * n, 2))
+                    tg.start_soon(writer.submit, stream_id, readings(stream_id, 2 * n, 2))
     assert store.stats.appends > appends_after_warm_up
     assert store.stats.reads == reads_after_warm_up
     for stream_id in streams:
@@ -198,11 +176,11 @@ async def test_warm_cache_appends_without_reading_the_store(store: SqliteEventSt
 
 
 async def test_cold_stream_costs_one_head_read(store: SqliteEventStore) -> None:
-    await store.append("Meter:7:2026", events_for("Meter:7:2026", 0, 3), 0)
+    await store.append("Meter:7:2026", readings("Meter:7:2026", 0, 3), 0)
     reads_before = store.stats.reads
     async with BatchedWriter(store) as writer:
-        first = await writer.submit("Meter:7:2026", events_for("Meter:7:2026", 3, 2))
-        second = await writer.submit("Meter:7:2026", events_for("Meter:7:2026", 5, 1))
+        first = await writer.submit("Meter:7:2026", readings("Meter:7:2026", 3, 2))
+        second = await writer.submit("Meter:7:2026", readings("Meter:7:2026", 5, 1))
     assert (first.first_version, first.last_version, second.last_version) == (4, 5, 6)
     assert store.stats.reads - reads_before == 1
     assert writer.metrics.retries == 0
@@ -213,12 +191,12 @@ async def test_external_writer_on_one_stream_is_reconciled_by_event_id(
 ) -> None:
     hot, cold = "Meter:1:2026", "Meter:2:2026"
     async with BatchedWriter(store, max_delay_s=0.01) as writer:
-        await writer.submit(hot, events_for(hot, 0, 2))
-        await writer.submit(cold, events_for(cold, 0, 2))
+        await writer.submit(hot, readings(hot, 0, 2))
+        await writer.submit(cold, readings(cold, 0, 2))
         # Behind the writer's back: another process stores our next event plus one of its own.
-        await store.append(hot, [make_event(hot, 2), make_event("elsewhere", 0)], 2)
-        hot_handle = writer.submit_nowait(hot, events_for(hot, 2, 3))
-        cold_handle = writer.submit_nowait(cold, events_for(cold, 2, 2))
+        await store.append(hot, [*readings(hot, 2, 1), *readings("elsewhere", 0, 1)], 2)
+        hot_handle = writer.submit_nowait(hot, readings(hot, 2, 3))
+        cold_handle = writer.submit_nowait(cold, readings(cold, 2, 2))
         hot_result, cold_result = await hot_handle, await cold_handle
 
     assert await stored_ids(store, hot) == [
@@ -226,7 +204,7 @@ async def test_external_writer_on_one_stream_is_reconciled_by_event_id(
     ]
     assert (hot_result.first_version, hot_result.last_version) == (3, 6)
     assert not hot_result.already_done
-    assert await stored_ids(store, cold) == [e.event_id for e in events_for(cold, 0, 4)]
+    assert await stored_ids(store, cold) == [e.event_id for e in readings(cold, 0, 4)]
     assert (cold_result.first_version, cold_result.last_version) == (3, 4)
     assert writer.metrics.conflicts == 1
 
@@ -236,20 +214,20 @@ async def test_lost_acknowledgement_is_retried_without_duplicates(
 ) -> None:
     faulty = LosesFirstAcknowledgement(store)
     async with BatchedWriter(faulty, backoff_initial_s=0.001) as writer:  # type: ignore[arg-type]
-        a = writer.submit_nowait("Meter:1:2026", events_for("Meter:1:2026", 0, 6))
-        b = writer.submit_nowait("Meter:2:2026", events_for("Meter:2:2026", 0, 6))
+        a = writer.submit_nowait("Meter:1:2026", readings("Meter:1:2026", 0, 6))
+        b = writer.submit_nowait("Meter:2:2026", readings("Meter:2:2026", 0, 6))
         result_a, result_b = await a, await b
         # The stream heads in the cache are right: the next append goes through first time.
-        await writer.submit("Meter:1:2026", events_for("Meter:1:2026", 6, 1))
+        await writer.submit("Meter:1:2026", readings("Meter:1:2026", 6, 1))
 
     assert faulty.lost
     assert result_a.already_done and result_b.already_done
     assert (result_a.first_version, result_a.last_version) == (1, 6)
     assert await stored_ids(store, "Meter:1:2026") == [
-        e.event_id for e in events_for("Meter:1:2026", 0, 7)
+        e.event_id for e in readings("Meter:1:2026", 0, 7)
     ]
     assert await stored_ids(store, "Meter:2:2026") == [
-        e.event_id for e in events_for("Meter:2:2026", 0, 6)
+        e.event_id for e in readings("Meter:2:2026", 0, 6)
     ]
     assert writer.metrics.retries == 1
     assert writer.metrics.conflicts == 0
@@ -263,7 +241,7 @@ async def test_store_outage_beyond_the_retries_reaches_the_submitter(
         down, max_retries=2, backoff_initial_s=0.001
     ) as writer:
         with pytest.raises(StoreUnavailable, match="disk I/O error"):
-            await writer.submit("Meter:1:2026", events_for("Meter:1:2026", 0, 2))
+            await writer.submit("Meter:1:2026", readings("Meter:1:2026", 0, 2))
     assert down.calls == 3
     assert await store.head("Meter:1:2026") == 0
 
@@ -275,7 +253,7 @@ async def test_store_that_does_not_answer_is_retried_after_the_timeout(
     async with BatchedWriter(  # type: ignore[arg-type]
         hung, store_timeout_s=0.05, backoff_initial_s=0.001
     ) as writer:
-        result = await writer.submit("Meter:1:2026", events_for("Meter:1:2026", 0, 2))
+        result = await writer.submit("Meter:1:2026", readings("Meter:1:2026", 0, 2))
     assert hung.silent
     assert (result.first_version, result.last_version) == (1, 2)
     assert writer.metrics.retries == 1
@@ -290,15 +268,15 @@ async def test_stream_conflicting_beyond_max_retries_fails_only_its_submitters(
     async with BatchedWriter(  # type: ignore[arg-type]
         raced, max_retries=2, max_delay_s=0.01
     ) as writer:
-        hot_handle = writer.submit_nowait(hot, events_for(hot, 0, 2))
-        cold_handle = writer.submit_nowait(cold, events_for(cold, 0, 2))
+        hot_handle = writer.submit_nowait(hot, readings(hot, 0, 2))
+        cold_handle = writer.submit_nowait(cold, readings(cold, 0, 2))
         with pytest.raises(WrongExpectedVersion) as caught:
             await hot_handle
         cold_result = await cold_handle
 
     assert caught.value.stream_id == hot
     assert (cold_result.first_version, cold_result.last_version) == (1, 2)
-    assert await stored_ids(store, cold) == [e.event_id for e in events_for(cold, 0, 2)]
+    assert await stored_ids(store, cold) == [e.event_id for e in readings(cold, 0, 2)]
     assert all(not event_id.startswith(hot) for event_id in await stored_ids(store, hot))
     assert raced.races == 3  # the first attempt and both retries lost the race
     assert writer.metrics.conflicts == 2
@@ -314,11 +292,11 @@ async def test_full_queue_blocks_submitters_and_loses_nothing(store: SqliteEvent
         gated, queue_capacity=2, max_batch_events=1, max_delay_s=0, max_concurrent_flushes=1
     ) as writer:
         try:
-            handles.append(writer.submit_nowait("Meter:first:2026", [make_event("first", 0)]))
+            handles.append(writer.submit_nowait("Meter:first:2026", readings("first", 0, 1)))
             await gated.entered.wait()  # the flush loop is now stuck in the store
 
             async def submitter(stream_id: str) -> None:
-                handle = await writer.enqueue(stream_id, events_for(stream_id, 0, 1))
+                handle = await writer.enqueue(stream_id, readings(stream_id, 0, 1))
                 queued.append(stream_id)
                 handles.append(handle)
 
@@ -330,7 +308,7 @@ async def test_full_queue_blocks_submitters_and_loses_nothing(store: SqliteEvent
                 # the other three submitters are blocked.
                 assert len(queued) == 3 and writer.queued == 2
                 with pytest.raises(WriterQueueFull):
-                    writer.submit_nowait("Meter:extra:2026", [make_event("extra", 0)])
+                    writer.submit_nowait("Meter:extra:2026", readings("extra", 0, 1))
                 gated.gate.set()
         finally:
             gated.gate.set()  # never leave the writer stuck if an assertion failed
@@ -350,10 +328,10 @@ async def test_flushes_overlap_but_never_on_the_same_stream(store: SqliteEventSt
         gated, max_batch_events=1, max_delay_s=0, max_concurrent_flushes=2
     ) as writer:
         try:
-            first_a = writer.submit_nowait(a, events_for(a, 0, 1))
+            first_a = writer.submit_nowait(a, readings(a, 0, 1))
             await gated.entered.wait()
-            only_b = writer.submit_nowait(b, events_for(b, 0, 1))
-            second_a = writer.submit_nowait(a, events_for(a, 1, 1))
+            only_b = writer.submit_nowait(b, readings(b, 0, 1))
+            second_a = writer.submit_nowait(a, readings(a, 1, 1))
             await wait_all_tasks_blocked()
             # B's flush runs beside A's; A's second append waits for its first to finish.
             assert gated.calls == [[a], [b]]
@@ -368,11 +346,11 @@ async def test_flushes_overlap_but_never_on_the_same_stream(store: SqliteEventSt
 async def test_flush_when_pending_events_reach_the_batch_size(store: SqliteEventStore) -> None:
     async with BatchedWriter(store, max_batch_events=4, max_delay_s=3600) as writer:
         with anyio.fail_after(10):  # a hang guard, not a timing assertion
-            first = writer.submit_nowait("Meter:1:2026", events_for("Meter:1:2026", 0, 2))
-            second = writer.submit_nowait("Meter:2:2026", events_for("Meter:2:2026", 0, 2))
+            first = writer.submit_nowait("Meter:1:2026", readings("Meter:1:2026", 0, 2))
+            second = writer.submit_nowait("Meter:2:2026", readings("Meter:2:2026", 0, 2))
             await first, await second
         assert writer.metrics.flushes == 1
-        lone = writer.submit_nowait("Meter:3:2026", events_for("Meter:3:2026", 0, 1))
+        lone = writer.submit_nowait("Meter:3:2026", readings("Meter:3:2026", 0, 1))
         await wait_all_tasks_blocked()
         assert not lone.done()  # below the batch size and far from the delay: still pending
     assert lone.done()
@@ -384,7 +362,7 @@ async def test_flush_when_the_oldest_pending_event_reaches_the_delay(
 ) -> None:
     async with BatchedWriter(store, max_batch_events=1000, max_delay_s=0.01) as writer:
         with anyio.fail_after(10):  # a hang guard, not a timing assertion
-            result = await writer.submit("Meter:1:2026", events_for("Meter:1:2026", 0, 1))
+            result = await writer.submit("Meter:1:2026", readings("Meter:1:2026", 0, 1))
     assert result.last_version == 1
     assert writer.metrics.flushes == 1
 
@@ -392,16 +370,16 @@ async def test_flush_when_the_oldest_pending_event_reaches_the_delay(
 async def test_leaving_the_block_flushes_everything_pending(store: SqliteEventStore) -> None:
     streams = [f"Meter:{m}:2026" for m in range(4)]
     async with BatchedWriter(store, max_batch_events=10_000, max_delay_s=3600) as writer:
-        handles = [writer.submit_nowait(s, events_for(s, 0, 3)) for s in streams]
-        handles += [writer.submit_nowait(s, events_for(s, 3, 3)) for s in streams]
+        handles = [writer.submit_nowait(s, readings(s, 0, 3)) for s in streams]
+        handles += [writer.submit_nowait(s, readings(s, 3, 3)) for s in streams]
         await wait_all_tasks_blocked()
         assert not any(h.done() for h in handles)
     assert all(h.done() for h in handles)
     for stream_id in streams:
-        expected = [e.event_id for e in events_for(stream_id, 0, 6)]
+        expected = [e.event_id for e in readings(stream_id, 0, 6)]
         assert await stored_ids(store, stream_id) == expected
     with pytest.raises(WriterClosed):
-        await writer.submit(streams[0], events_for(streams[0], 6, 1))
+        await writer.submit(streams[0], readings(streams[0], 6, 1))
 
 
 async def test_enqueue_with_room_is_still_a_cancellation_point(store: SqliteEventStore) -> None:
@@ -411,10 +389,10 @@ async def test_enqueue_with_room_is_still_a_cancellation_point(store: SqliteEven
     async with BatchedWriter(store, max_delay_s=0) as writer:
         with anyio.CancelScope() as scope:
             scope.cancel()
-            await writer.enqueue(stream_id, events_for(stream_id, 0, 1))
+            await writer.enqueue(stream_id, readings(stream_id, 0, 1))
         assert scope.cancelled_caught
         assert writer.queued == 0
-        handle = await writer.enqueue(stream_id, events_for(stream_id, 1, 1))
+        handle = await writer.enqueue(stream_id, readings(stream_id, 1, 1))
     assert (await handle).last_version == 1
     assert await stored_ids(store, stream_id) == [f"{stream_id}/1"]
 
@@ -422,7 +400,7 @@ async def test_enqueue_with_room_is_still_a_cancellation_point(store: SqliteEven
 async def test_block_failing_still_flushes_what_was_submitted(store: SqliteEventStore) -> None:
     with pytest.raises(RuntimeError, match="poller crashed"):
         async with BatchedWriter(store, max_delay_s=3600) as writer:
-            handle = writer.submit_nowait("Meter:1:2026", events_for("Meter:1:2026", 0, 2))
+            handle = writer.submit_nowait("Meter:1:2026", readings("Meter:1:2026", 0, 2))
             raise RuntimeError("poller crashed")
     assert (await handle).last_version == 2
     assert await store.head("Meter:1:2026") == 2
@@ -433,24 +411,19 @@ async def test_same_fact_submitted_twice_in_one_flush_is_stored_once(
 ) -> None:
     stream_id = "Meter:1:2026"
     async with BatchedWriter(store, max_delay_s=3600) as writer:
-        a = writer.submit_nowait(stream_id, events_for(stream_id, 0, 2))
-        b = writer.submit_nowait(stream_id, events_for(stream_id, 1, 2))
-    assert await stored_ids(store, stream_id) == [e.event_id for e in events_for(stream_id, 0, 3)]
+        a = writer.submit_nowait(stream_id, readings(stream_id, 0, 2))
+        b = writer.submit_nowait(stream_id, readings(stream_id, 1, 2))
+    assert await stored_ids(store, stream_id) == [e.event_id for e in readings(stream_id, 0, 3)]
     assert ((await a).first_version, (await a).last_version) == (1, 2)
     assert ((await b).first_version, (await b).last_version) == (2, 3)
 
 
 async def test_bad_event_fails_only_its_own_submitter(store: SqliteEventStore) -> None:
-    broken = NewEvent(
-        event_id="broken/0",
-        type="RegisterRead",
-        schema_version=1,
-        data={"value": object()},  # not JSON: the store refuses the append before any I/O
-        metadata=EventMetadata(gateway_id="gw-test", recorded_at=RECORDED_AT),
-    )
+    # Not JSON: the store refuses the append before any I/O.
+    broken = new_event("broken/0", data={"value": object()})
     async with BatchedWriter(store, max_delay_s=3600) as writer:
         bad = writer.submit_nowait("Meter:bad:2026", [broken])
-        good = writer.submit_nowait("Meter:1:2026", events_for("Meter:1:2026", 0, 2))
+        good = writer.submit_nowait("Meter:1:2026", readings("Meter:1:2026", 0, 2))
     with pytest.raises(TypeError):
         await bad
     assert (await good).last_version == 2
@@ -460,12 +433,12 @@ async def test_bad_event_fails_only_its_own_submitter(store: SqliteEventStore) -
 async def test_invalid_submissions_are_refused_with_clear_errors(store: SqliteEventStore) -> None:
     writer = BatchedWriter(store)
     with pytest.raises(WriterClosed, match="not running"):
-        writer.submit_nowait("Meter:1:2026", [make_event("Meter:1:2026", 0)])
+        writer.submit_nowait("Meter:1:2026", readings("Meter:1:2026", 0, 1))
     async with writer:
         with pytest.raises(ValueError, match="at least one event"):
             await writer.submit("Meter:1:2026", [])
         with pytest.raises(ValueError, match="non-empty string"):
-            await writer.submit("", [make_event("x", 0)])
+            await writer.submit("", readings("x", 0, 1))
         with pytest.raises(TypeError, match="expected NewEvent"):
             await writer.submit("Meter:1:2026", [{"id": "x"}])  # type: ignore[list-item]
     with pytest.raises(ValueError, match="max_batch_events"):
@@ -503,7 +476,7 @@ def test_any_mix_of_submissions_is_stored_once_in_submission_order(
             ) as writer:
                 for stream_no, count in plan:
                     stream_id = f"Meter:{stream_no}:2026"
-                    batch = events_for(stream_id, len(expected.get(stream_id, [])), count)
+                    batch = readings(stream_id, len(expected.get(stream_id, [])), count)
                     expected.setdefault(stream_id, []).extend(e.event_id for e in batch)
                     handles.append((stream_id, count, await writer.enqueue(stream_id, batch)))
             heads: dict[str, int] = {}
