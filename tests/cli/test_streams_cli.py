@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 
 import gateway
-from gateway.store import EventMetadata, NewEvent
+from gateway.store import NewEvent
 from gateway.store.sqlite import SqliteEventStore
+from tests.builders import new_event
 
 REPO_ROOT = Path(gateway.__file__).resolve().parent.parent
 T0 = datetime(2026, 5, 4, 10, 0, tzinfo=timezone.utc)
@@ -32,13 +33,9 @@ def run_gateway(
 
 
 def reading(stream_id: str, n: int) -> NewEvent:
-    return NewEvent(
-        event_id=f"{stream_id}/{n}",
-        type="RegisterRead" if n % 2 == 0 else "ClockChecked",
-        schema_version=1,
-        data={"n": n, "value": f"{n}.5", "unit": "Wh"},
-        metadata=EventMetadata(gateway_id="gw-test", recorded_at=T0 + timedelta(minutes=15 * n)),
-    )
+    return new_event(f"{stream_id}/{n}", type="RegisterRead" if n % 2 == 0 else "ClockChecked",
+                     data={"n": n, "value": f"{n}.5", "unit": "Wh"},
+                     recorded_at=T0 + timedelta(minutes=15 * n))
 
 
 @pytest.fixture

@@ -8,9 +8,10 @@ from datetime import datetime, timedelta, timezone
 import anyio
 import pytest
 
+from tests.builders import new_event
 from tests.cosmos_fixture import KEY_ENV, CosmosServer
 from gateway.cli import main
-from gateway.store import NO_STREAM, EventMetadata, NewEvent
+from gateway.store import NO_STREAM, NewEvent
 from gateway.store.cosmos import CosmosEventStore
 from gateway.store.cosmos_client import (
     INDEXING_POLICY,
@@ -28,10 +29,7 @@ def cli_args(config: CosmosConfig) -> list[str]:
 
 
 def reading(kind: str, at: datetime, value: str) -> NewEvent:
-    return NewEvent(
-        event_id=uuid.uuid4().hex, type=kind, schema_version=1, data={"value": value},
-        metadata=EventMetadata(gateway_id="gw-cli", recorded_at=at),
-    )
+    return new_event(type=kind, data={"value": value}, recorded_at=at, gateway_id="gw-cli")
 
 
 def test_store_init_creates_the_container_and_is_repeatable(

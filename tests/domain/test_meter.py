@@ -13,21 +13,15 @@ from gateway.events import (
     IntervalsRecorded,
     MeterEventLogged,
     MeterRegistered,
-    RegisterRead,
     RegisterValue,
     YearStreamOpened,
 )
 from gateway.meter import SNAPSHOT_SCHEMA_VERSION, MeterState, UnsupportedSnapshot, WrongMeter
 from gateway.store.codec import dumps, loads
+from tests.builders import IMPORT, PROFILE, fold, register_read
 
 UTC = timezone.utc
 T0 = datetime(2025, 12, 31, 22, 0, tzinfo=UTC)
-IMPORT = "1.0.1.8.0.255"
-PROFILE = "1.0.99.1.0.255"
-
-
-def read(value: str, at: datetime, obis: str = IMPORT, meter: str = "M1") -> RegisterRead:
-    return RegisterRead(meter, obis, "active_energy_import", Decimal(value), "Wh", at, at)
 
 
 def intervals(*ends: datetime) -> IntervalsRecorded:
@@ -38,20 +32,13 @@ def intervals(*ends: datetime) -> IntervalsRecorded:
 def history() -> list:
     return [
         MeterRegistered("M1", "Landis+Gyr", "E450", "LGZ1", "fw1", T0),
-        read("100.5", T0),
-        read("2.5", T0, obis="1.0.2.8.0.255"),
+        register_read("100.5", T0),
+        register_read("2.5", T0, obis="1.0.2.8.0.255"),
         intervals(T0 + timedelta(minutes=15), T0 + timedelta(minutes=30)),
         ClockChecked("M1", T0 + timedelta(seconds=3), T0, Decimal("3")),
-        read("101.25", T0 + timedelta(hours=1)),
+        register_read("101.25", T0 + timedelta(hours=1)),
         MeterEventLogged("M1", "0.0.99.98.0.255", T0, 1, "power down"),
     ]
-
-
-def fold(events, state: MeterState | None = None) -> MeterState:
-    state = state or MeterState.empty("M1", 2025)
-    for event in events:
-        state = state.apply(event)
-    return state
 
 
 def test_apply_keeps_last_values_counts_and_version() -> None:
@@ -72,15 +59,15 @@ def test_apply_keeps_last_values_counts_and_version() -> None:
 
 def test_apply_returns_a_new_state() -> None:
     empty = MeterState.empty("M1")
-    after = empty.apply(read("1", T0))
+    after = empty.apply(register_read("1", T0))
     assert empty.registers == {} and empty.version == 0
     assert after.version == 1
 
 
 def test_late_readings_do_not_replace_newer_ones() -> None:
     state = fold([
-        read("200", T0 + timedelta(hours=2)),
-        read("150", T0),  # an older capture fetched later
+        register_read("200", T0 + timedelta(hours=2)),
+        register_read("150", T0),  # an older capture fetched later
         intervals(T0 + timedelta(hours=1)),
         intervals(T0 + timedelta(minutes=15)),  # backfill of older rows
         ClockChecked("M1", T0, T0 + timedelta(hours=1), Decimal("-1")),
@@ -103,11 +90,11 @@ def test_reregistration_keeps_first_contact() -> None:
 
 def test_events_of_another_meter_are_refused() -> None:
     with pytest.raises(WrongMeter):
-        MeterState.empty("M1").apply(read("1", T0, meter="M2"))
+        MeterState.empty("M1").apply(register_read("1", T0, meter="M2"))
 
 
 def test_apply_with_explicit_version() -> None:
-    assert MeterState.empty("M1").apply(read("1", T0), version=42).version == 42
+    assert MeterState.empty("M1").apply(register_read("1", T0), version=42).version == 42
 
 
 def test_carry_over_gives_the_closing_state_to_the_next_year() -> None:
@@ -135,7 +122,7 @@ def test_snapshot_round_trip_through_json() -> None:
     restored = MeterState.from_snapshot(loads(dumps(state.to_snapshot())), SNAPSHOT_SCHEMA_VERSION)
     assert restored == state
     # and it folds on exactly like the original
-    more = read("102", T0 + timedelta(hours=3))
+    more = register_read("102", T0 + timedelta(hours=3))
     assert restored.apply(more) == state.apply(more)
 
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
@@ -33,30 +33,20 @@ from gateway.mapper import decode, to_new_event
 from gateway.meter import SNAPSHOT_SCHEMA_VERSION, MeterState
 from gateway.repository import MeterRepository
 from gateway.store import NO_STREAM, EventMetadata, EventStore, NewEvent, Snapshot
-from gateway.store.sqlite import SqliteEventStore
 from gateway.streams import stream_id
+from tests.backends import opened_sqlite
+from tests.builders import EXPORT, IMPORT, PROFILE, fold, register_read
 
 pytestmark = pytest.mark.anyio
 
 UTC = timezone.utc
 T0 = datetime(2025, 6, 1, tzinfo=UTC)
-IMPORT = "1.0.1.8.0.255"
-EXPORT = "1.0.2.8.0.255"
-PROFILE = "1.0.99.1.0.255"
 META = EventMetadata(gateway_id="gw-test", recorded_at=datetime(2026, 1, 2, tzinfo=UTC))
 
 
 @pytest.fixture
-async def store(tmp_path: Path, anyio_backend: str) -> AsyncIterator[EventStore]:
-    opened = await SqliteEventStore.open(tmp_path / "events.db")
-    try:
-        yield opened
-    finally:
-        await opened.aclose()
-
-
-def read(value: str, at: datetime, obis: str = IMPORT) -> RegisterRead:
-    return RegisterRead("M1", obis, "active_energy_import", Decimal(value), "Wh", at, at)
+def store(sqlite_store: EventStore) -> EventStore:
+    return sqlite_store
 
 
 async def append(store: EventStore, year: int, events: Sequence[DomainEvent | NewEvent]) -> None:
@@ -65,16 +55,10 @@ async def append(store: EventStore, year: int, events: Sequence[DomainEvent | Ne
     await store.append(stream, new, await store.head(stream))
 
 
-def fold(events: Sequence[DomainEvent], state: MeterState) -> MeterState:
-    for event in events:
-        state = state.apply(event)
-    return state
-
-
 def every_type() -> list[DomainEvent]:
     return [
         MeterRegistered("M1", "Iskra", "AM550", "ISK1", "v2", T0),
-        read("12345678.901", T0),
+        register_read("12345678.901", T0),
         IntervalsRecorded("M1", PROFILE, 900, (
             IntervalRow(T0, {IMPORT: Decimal("0.001"), EXPORT: Decimal("0")},
                         {IMPORT: "Wh", EXPORT: "Wh"}, 0x80),
@@ -119,10 +103,10 @@ async def test_year_rollover_needs_only_the_new_stream(store: EventStore) -> Non
     repo = MeterRepository(store)
     year_2025 = [
         MeterRegistered("M1", "Iskra", "AM550", "ISK1", "v2", T0),
-        read("1000.000", T0),
-        read("5.000", T0, obis=EXPORT),
+        register_read("1000.000", T0),
+        register_read("5.000", T0, obis=EXPORT),
         ClockChecked("M1", T0, T0, Decimal("0.5")),
-        read("1500.250", datetime(2025, 12, 31, 23, 45, tzinfo=UTC)),
+        register_read("1500.250", datetime(2025, 12, 31, 23, 45, tzinfo=UTC)),
     ]
     await append(store, 2025, year_2025)
     state_2025 = await repo.load("M1", 2025)
@@ -130,7 +114,7 @@ async def test_year_rollover_needs_only_the_new_stream(store: EventStore) -> Non
     opening = await repo.open_year("M1", 2026, state_2025, META)
     assert opening is not None and opening.type == "YearStreamOpened"
     jan = datetime(2026, 1, 1, 0, 15, tzinfo=UTC)
-    await append(store, 2026, [opening, read("1500.500", jan)])
+    await append(store, 2026, [opening, register_read("1500.500", jan)])
 
     # Proof that 2026 needs nothing older: the 2025 stream is gone before loading 2026.
     await store.delete_stream(stream_id("M1", 2025))
@@ -145,7 +129,7 @@ async def test_year_rollover_needs_only_the_new_stream(store: EventStore) -> Non
 
 async def test_current_before_the_new_stream_exists(store: EventStore) -> None:
     repo = MeterRepository(store)
-    await append(store, 2025, [read("10", T0), read("3", T0, obis=EXPORT)])
+    await append(store, 2025, [register_read("10", T0), register_read("3", T0, obis=EXPORT)])
     current = await repo.current("M1", 2026)
     assert current.version == NO_STREAM and current.year == 2026 and current.counts == {}
     assert current.registers == (await repo.load("M1", 2025)).registers
@@ -164,7 +148,7 @@ def decode_new(event: NewEvent) -> DomainEvent:
 
 
 async def test_current_skips_a_silent_year(store: EventStore) -> None:
-    await append(store, 2024, [read("10", datetime(2024, 5, 1, tzinfo=UTC))])
+    await append(store, 2024, [register_read("10", datetime(2024, 5, 1, tzinfo=UTC))])
     current = await MeterRepository(store).current("M1", 2026)
     assert current.registers[IMPORT].value == Decimal("10") and current.version == NO_STREAM
 
@@ -176,7 +160,7 @@ async def test_current_of_a_new_meter_is_empty(store: EventStore) -> None:
 
 
 async def test_open_year_ids_are_deterministic(store: EventStore) -> None:
-    state = MeterState.empty("M1", 2025).apply(read("1", T0))
+    state = MeterState.empty("M1", 2025).apply(register_read("1", T0))
     repo = MeterRepository(store)
     first = await repo.open_year("M1", 2026, state, META)
     again = await repo.open_year("M1", 2026, state, META)
@@ -188,7 +172,7 @@ async def test_open_year_ids_are_deterministic(store: EventStore) -> None:
 async def test_snapshot_every_n_events_and_tail_load(store: EventStore) -> None:
     repo = MeterRepository(store, snapshot_every=10)
     stream = stream_id("M1", 2025)
-    events = [read(str(i), T0 + timedelta(minutes=15 * i)) for i in range(1, 26)]
+    events = [register_read(str(i), T0 + timedelta(minutes=15 * i)) for i in range(1, 26)]
     state = MeterState.empty("M1", 2025)
     written = []
     for batch_start in range(0, len(events), 4):  # the writer appends in batches of 4
@@ -204,9 +188,9 @@ async def test_snapshot_every_n_events_and_tail_load(store: EventStore) -> None:
 
 
 async def test_load_uses_the_snapshot_then_the_tail(store: EventStore) -> None:
-    await append(store, 2025, [read("1", T0), read("2", T0 + timedelta(hours=1))])
+    await append(store, 2025, [register_read("1", T0), register_read("2", T0 + timedelta(hours=1))])
     # A snapshot whose content differs from the events shows that load starts from it.
-    marker = MeterState.empty("M1", 2025).apply(read("999", T0, obis=EXPORT), version=1)
+    marker = MeterState.empty("M1", 2025).apply(register_read("999", T0, obis=EXPORT), version=1)
     await store.save_snapshot(Snapshot(stream_id("M1", 2025), 1, SNAPSHOT_SCHEMA_VERSION,
                                        marker.to_snapshot(), T0))
     state = await MeterRepository(store).load("M1", 2025)
@@ -225,7 +209,7 @@ async def test_unknown_snapshot_schema_means_full_replay(
 ) -> None:
     await append(store, 2025, every_type()[:-1])
     expected = await full_replay(store, "M1", 2025)
-    bogus = MeterState.empty("M1", 2025).apply(read("999", T0), version=3)
+    bogus = MeterState.empty("M1", 2025).apply(register_read("999", T0), version=3)
     await store.save_snapshot(Snapshot(stream_id("M1", 2025), 3, SNAPSHOT_SCHEMA_VERSION + 1,
                                        bogus.to_snapshot(), T0))
     with caplog.at_level(logging.WARNING, logger="gateway.repository"):
@@ -244,9 +228,9 @@ async def test_malformed_snapshot_means_full_replay(store: EventStore) -> None:
 async def test_snapshot_beyond_the_head_is_ignored(
     store: EventStore, caplog: pytest.LogCaptureFixture
 ) -> None:
-    await append(store, 2025, [read("1", T0), read("2", T0 + timedelta(hours=1))])
+    await append(store, 2025, [register_read("1", T0), register_read("2", T0 + timedelta(hours=1))])
     expected = await full_replay(store, "M1", 2025)
-    ahead = MeterState.empty("M1", 2025).apply(read("999", T0 + timedelta(days=1)), version=50)
+    ahead = MeterState.empty("M1", 2025).apply(register_read("999", T0 + timedelta(days=1)), version=50)
     await store.save_snapshot(Snapshot(stream_id("M1", 2025), 50, SNAPSHOT_SCHEMA_VERSION,
                                        ahead.to_snapshot(), T0))
     repo = MeterRepository(store, snapshot_every=1)
@@ -255,15 +239,15 @@ async def test_snapshot_beyond_the_head_is_ignored(
     assert state == expected
     assert "beyond the stream's head" in caplog.text
     # The next snapshot replaces the bad one rather than being held back by its version.
-    state = state.apply(read("3", T0 + timedelta(hours=2)))
-    await append(store, 2025, [read("3", T0 + timedelta(hours=2))])
+    state = state.apply(register_read("3", T0 + timedelta(hours=2)))
+    await append(store, 2025, [register_read("3", T0 + timedelta(hours=2))])
     assert await repo.maybe_snapshot("M1", 2025, state)
     assert (await store.load_snapshot(stream_id("M1", 2025))).version == 3
 
 
 async def test_unknown_event_types_are_counted_not_fatal(store: EventStore) -> None:
     future = NewEvent("f-1", "MeterLevitated", 1, {"meterId": "M1"}, META)
-    await append(store, 2025, [read("1", T0), future, read("2", T0 + timedelta(hours=1))])
+    await append(store, 2025, [register_read("1", T0), future, register_read("2", T0 + timedelta(hours=1))])
     state = await MeterRepository(store).load("M1", 2025)
     assert state.version == 3
     assert state.registers[IMPORT].value == Decimal("2")
@@ -298,8 +282,7 @@ def test_snapshot_plus_tail_equals_full_replay(events: list[DomainEvent], cut: i
     cut = cut % (len(unique) + 1)
 
     async def scenario(directory: str) -> None:
-        store = await SqliteEventStore.open(Path(directory) / "events.db")
-        try:
+        async with opened_sqlite(Path(directory) / "events.db") as store:
             await append(store, 2025, unique)
             expected = await full_replay(store, "M1", 2025)
             repo = MeterRepository(store, snapshot_every=1)
@@ -307,8 +290,6 @@ def test_snapshot_plus_tail_equals_full_replay(events: list[DomainEvent], cut: i
                 partial = fold(unique[:cut], MeterState.empty("M1", 2025))
                 assert await repo.maybe_snapshot("M1", 2025, partial)
             assert await MeterRepository(store).load("M1", 2025) == expected
-        finally:
-            await store.aclose()
 
     with tempfile.TemporaryDirectory() as directory:
         anyio.run(scenario, directory)

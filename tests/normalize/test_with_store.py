@@ -2,8 +2,7 @@
 versions, a re-read appends nothing new, and a new year stream opens from the stored previous year."""
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
-from pathlib import Path
+from collections.abc import Sequence
 
 import pytest
 
@@ -33,12 +32,8 @@ pytestmark = pytest.mark.anyio
 
 
 @pytest.fixture
-async def repository(tmp_path: Path, anyio_backend: str) -> AsyncIterator[MeterRepository]:
-    store = await SqliteEventStore.open(tmp_path / "events.db")
-    try:
-        yield MeterRepository(store)
-    finally:
-        await store.aclose()
+def repository(sqlite_store: SqliteEventStore) -> MeterRepository:
+    return MeterRepository(sqlite_store)
 
 
 async def run(repository: MeterRepository, p: PollResult) -> list[AppendPlan]:

@@ -12,8 +12,9 @@ import anyio
 import pytest
 
 from gateway.commands._streams_delete import compact_sqlite_store, register_delete
-from gateway.store import EventMetadata, NewEvent, Snapshot, StreamNotFound
+from gateway.store import NewEvent, Snapshot, StreamNotFound
 from gateway.store.sqlite import SqliteEventStore
+from tests.builders import new_event
 
 from . import encodings, files_containing
 
@@ -37,8 +38,8 @@ def delete(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, st
 
 
 def event(stream: str, n: int, payload: str) -> NewEvent:
-    return NewEvent(f"{stream}/{n}", "Note", 1, {"n": n, "text": payload},
-                    EventMetadata("gw-test", T0 + timedelta(minutes=n)))
+    return new_event(f"{stream}/{n}", type="Note", data={"n": n, "text": payload},
+                     recorded_at=T0 + timedelta(minutes=n))
 
 
 async def populate(db: Path) -> None:

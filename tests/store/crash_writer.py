@@ -16,8 +16,9 @@ from datetime import datetime, timezone
 
 import anyio
 
-from gateway.store import NO_STREAM, AppendRequest, EventMetadata, NewEvent, WrongExpectedVersion
+from gateway.store import NO_STREAM, AppendRequest, WrongExpectedVersion
 from gateway.store.sqlite import SqliteEventStore
+from tests.builders import new_event
 
 STREAMS = [f"meter-{i}" for i in range(5)]
 
@@ -30,12 +31,11 @@ def append_request(stream: str, expected: int, rng: random.Random) -> AppendRequ
         stream_id=stream,
         expected_version=expected,
         events=tuple(
-            NewEvent(
-                event_id=f"{marker}-{i}",
-                type="RegisterRead",
-                schema_version=1,
+            new_event(
+                f"{marker}-{i}",
                 data={"batch": marker, "count": count, "index": i, "padding": "x" * rng.randint(0, 2000)},
-                metadata=EventMetadata(gateway_id="crash-writer", recorded_at=now),
+                recorded_at=now,
+                gateway_id="crash-writer",
             )
             for i in range(count)
         ),

@@ -17,7 +17,6 @@ from anyio import wait_all_tasks_blocked
 from gateway.store import (
     AppendRequest,
     BatchOutcome,
-    NewEvent,
     StoreUnavailable,
     WrongExpectedVersion,
 )
