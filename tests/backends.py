@@ -7,7 +7,8 @@
   all: a contract suite parametrised over it runs once per backend.
 * Fixtures (made available to every test by tests/conftest.py): ``sqlite_store`` (``events.db`` in
   ``tmp_path``) and ``cosmos_store`` (a fresh container of the session server).
-* ``read_everything(store)``: every event of ``read_all``, page by page, and the final checkpoint.
+* ``read_everything(store)``: every event of ``read_all``, page by page, and the final checkpoint;
+  ``sqlite_events(path)``: every event of the SQLite store in that file.
 """
 from __future__ import annotations
 
@@ -80,3 +81,10 @@ async def read_everything(store: EventStore, checkpoint: str | None = None, limi
         if page.done:
             return out, checkpoint
     raise AssertionError("read_all never reported done")
+
+
+async def sqlite_events(path: Path) -> list[RecordedEvent]:
+    """Every event of the SQLite store in ``path``, in read_all order."""
+    async with opened_sqlite(path) as store:
+        recorded, _ = await read_everything(store)
+        return recorded

@@ -37,9 +37,8 @@ from gateway.health import HealthStore
 from gateway.poll_result import PollSummary
 from gateway.repository import MeterRepository
 from gateway.scheduler import Scheduler
-from gateway.store.model import RecordedEvent
-from gateway.store.sqlite import SqliteEventStore
 from gateway.wiring import open_poller
+from tests.backends import sqlite_events
 
 from . import ABSENT, SECRETS, fleet_toml
 
@@ -69,20 +68,6 @@ async def _cycles(simulator: MeterSimulator, config: FleetConfig, count: int) ->
     return done
 
 
-async def _all_events(db: Path) -> list[RecordedEvent]:
-    store = await SqliteEventStore.open(db)
-    try:
-        events, checkpoint = [], None
-        while True:
-            page = await store.read_all(checkpoint)
-            events.extend(page.events)
-            checkpoint = page.checkpoint
-            if page.done or not page.events:
-                return events
-    finally:
-        await store.aclose()
-
-
 @pytest.mark.slow
 async def test_every_reading_is_stored_once_in_its_meter_year_stream(tmp_path: Path) -> None:
     db = tmp_path / "events.db"
@@ -107,7 +92,7 @@ async def test_every_reading_is_stored_once_in_its_meter_year_stream(tmp_path: P
         assert not absent.ok and absent.first_error is not None
         assert absent.first_error.kind == "MeterTimeout"
 
-    recorded = await _all_events(db)
+    recorded = await sqlite_events(db)
     assert len({e.event_id for e in recorded}) == len(recorded)
     decoded = [(e.stream_id, e.version, decode(e)) for e in recorded]
     assert not any(event.meter_id == ABSENT for _, _, event in decoded)

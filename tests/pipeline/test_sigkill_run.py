@@ -34,8 +34,7 @@ from drivers.simulator import Framing, MeterSimulator, SimulatorConfig, expected
 from drivers.simulator.fleet import fleet
 from gateway.events import IntervalsRecorded, MeterEventLogged, MeterRegistered, RegisterRead
 from gateway.mapper import decode
-from gateway.store.model import RecordedEvent
-from gateway.store.sqlite import SqliteEventStore
+from tests.backends import sqlite_events
 
 from . import SECRETS, fleet_toml
 
@@ -61,21 +60,6 @@ def _count_events(db: Path) -> int:
 def _heads(db: Path) -> dict[str, int]:
     with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
         return {stream: head for stream, head in conn.execute("SELECT stream_id, head FROM streams")}
-
-
-async def _all_events(db: Path) -> list[RecordedEvent]:
-    store = await SqliteEventStore.open(db)
-    try:
-        events: list[RecordedEvent] = []
-        checkpoint = None
-        while True:
-            page = await store.read_all(checkpoint)
-            events.extend(page.events)
-            checkpoint = page.checkpoint
-            if page.done or not page.events:
-                return events
-    finally:
-        await store.aclose()
 
 
 class Runs:
@@ -158,7 +142,7 @@ async def test_sigkill_at_random_moments_loses_nothing_and_duplicates_nothing(tm
         sim_now = simulator.clock.now()
         meters = dict(simulator.meters)
 
-    recorded = await _all_events(db)
+    recorded = await sqlite_events(db)
     assert len({e.event_id for e in recorded}) == len(recorded)
 
     # Per stream: versions 1..head, no gap, and the streams table agrees.
