@@ -14,9 +14,9 @@ from gateway.projections.view_store import Checkpoint
 from gateway.projections.view_store_cosmos import CosmosViewStore
 from gateway.store.cosmos import CosmosEventStore
 from gateway.store.cosmos_client import CosmosConfig
-from tests.cosmos_fixture import CosmosServer, cosmos_server  # noqa: F401  (fixture)
+from tests.cli.test_projections_cli import FLEET, START, gateway_cli
+from tests.cosmos_fixture import CosmosServer
 from tests.projections import append_polls, meter_polls
-from tests.projections.test_cli import FLEET, START, gateway_cli
 
 pytestmark = pytest.mark.cosmos
 

@@ -16,7 +16,7 @@ import gateway
 from gateway.projections import SqliteViewStore
 from gateway.store.cosmos import CosmosEventStore
 from gateway.store.sqlite import SqliteEventStore
-from tests.cosmos_fixture import CosmosServer, cosmos_server  # noqa: F401  (fixture)
+from tests.cosmos_fixture import CosmosServer
 from tests.projections import PERIOD, append_polls, meter_polls
 
 REPO_ROOT = Path(gateway.__file__).resolve().parent.parent

@@ -24,7 +24,7 @@ from drivers.simulator import Framing, MeterSimulator, SimulatorConfig
 from drivers.simulator.fleet import fleet
 from gateway.logsetup import configure, register_secret
 
-from . import ABSENT, SECRETS, fleet_toml
+from tests.pipeline import ABSENT, SECRETS, fleet_toml
 
 GATEWAY = [sys.executable, "-m", "gateway"]
 

@@ -16,7 +16,7 @@ from gateway.store import NewEvent, Snapshot, StreamNotFound
 from gateway.store.sqlite import SqliteEventStore
 from tests.builders import new_event
 
-from . import encodings, files_containing
+from tests.personal import encodings, files_containing
 
 T0 = datetime(2026, 5, 4, 10, 0, tzinfo=timezone.utc)
 DOOMED = "Assignment:doomed-1"

@@ -14,7 +14,7 @@ from dlms_cosem.enumerations import CosemInterface
 
 from drivers.simulator import Framing, MeterEndpoint, SecurityLevel
 
-from .test_dlms_cosem_peer import attribute, decode, make_client, quiet_dlms_cosem  # noqa: F401
+from tests.simulator.test_dlms_cosem_peer import attribute, decode, make_client, quiet_dlms_cosem  # noqa: F401
 
 
 def endpoint_from_json(doc: dict) -> MeterEndpoint:  # type: ignore[type-arg]

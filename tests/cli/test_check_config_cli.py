@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from .conftest import BASE, HDLC_METER, REPO, WRAPPER_METER
+from tests.config.conftest import BASE, HDLC_METER, REPO, WRAPPER_METER
 
 
 def _check_config(*args: str) -> subprocess.CompletedProcess[str]:

@@ -35,7 +35,7 @@ from gateway.store import EventMetadata, RecordedEvent, Snapshot
 from gateway.store.sqlite import SqliteEventStore
 from gateway.streams import stream_id
 
-from . import encodings, files_containing
+from tests.personal import encodings, files_containing
 
 REPO_ROOT = Path(gateway.__file__).resolve().parent.parent
 T0 = datetime(2026, 3, 1, tzinfo=timezone.utc)
