@@ -2,25 +2,12 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-import gateway
 from gateway.store.sqlite import SqliteEventStore
-
-REPO_ROOT = Path(gateway.__file__).resolve().parent.parent
-
-
-def run_gateway(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "gateway", *args],
-        capture_output=True, text=True, timeout=120, check=False,
-        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
-    )
+from tests.cli import run_gateway
 
 
 @pytest.mark.slow
@@ -29,7 +16,7 @@ async def test_bench_store_json_reports_figures_and_stores_every_event(tmp_path:
     work = tmp_path / "bench"
     done = run_gateway(
         "bench", "store", "--backend", "sqlite", "--meters", "3", "--events", "60",
-        "--json", "--db", str(work), "--repeat", "1",
+        "--json", "--db", str(work), "--repeat", "1", timeout=120,
     )
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
@@ -73,14 +60,14 @@ def test_bench_store_refuses_to_reuse_a_store(tmp_path: Path) -> None:
     # The default 3 runs each write into a sub-directory of their own.
     (tmp_path / "run-1").mkdir()
     (tmp_path / "run-1" / "writer.db").write_bytes(b"")
-    done = run_gateway("bench", "store", "--meters", "1", "--events", "6", "--db", str(tmp_path))
+    done = run_gateway("bench", "store", "--meters", "1", "--events", "6", "--db", str(tmp_path), timeout=120)
     assert done.returncode == 1
     assert "already exists" in done.stderr
 
 
 @pytest.mark.slow
 def test_bench_store_unknown_backend_is_a_usage_error() -> None:
-    done = run_gateway("bench", "store", "--backend", "nosuch")
+    done = run_gateway("bench", "store", "--backend", "nosuch", timeout=120)
     assert done.returncode == 2
     assert "invalid choice: 'nosuch'" in done.stderr
     assert "'cosmos'" in done.stderr and "'sqlite'" in done.stderr

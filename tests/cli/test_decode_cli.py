@@ -4,7 +4,6 @@ from __future__ import annotations
 import argparse
 import json
 import subprocess
-import sys
 
 import pytest
 
@@ -14,6 +13,7 @@ from drivers.recording import SessionRecording, load_recording
 from gateway.bench.dlms import register_dlms
 from gateway.cli import main
 
+from tests.cli import run_gateway
 from tests.decode import SESSIONS, recorded_aare_with_malformed_initiate_response, trace
 
 KAMSTRUP = trace("kamstrup_han_2017_old_firmware_amstomqttbridge.txt")
@@ -22,8 +22,7 @@ DUMMY_KEY = b"MYDUMMYGLOBALKEY".hex()
 
 
 def gateway(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "gateway", "decode", *args], input=stdin, capture_output=True,
-                          text=True, timeout=60)
+    return run_gateway("decode", *args, stdin=stdin)
 
 
 def spaced(data: bytes) -> str:

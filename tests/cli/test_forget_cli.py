@@ -10,9 +10,6 @@ the data, and the meter's readings and snapshot are exactly what they were.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
@@ -21,7 +18,6 @@ from pathlib import Path
 import anyio
 import pytest
 
-import gateway
 from gateway.cli import main
 from gateway.events import RegisterRead
 from gateway.mapper import decode, to_new_event
@@ -35,9 +31,9 @@ from gateway.store import EventMetadata, RecordedEvent, Snapshot
 from gateway.store.sqlite import SqliteEventStore
 from gateway.streams import stream_id
 
+from tests.cli import run_gateway
 from tests.personal import encodings, files_containing
 
-REPO_ROOT = Path(gateway.__file__).resolve().parent.parent
 T0 = datetime(2026, 3, 1, tzinfo=timezone.utc)
 METER = "kam-omni-0001"
 IMPORT = "1.0.1.8.0.255"
@@ -69,13 +65,6 @@ wport = 1
 security = {{ level = "none" }}
 max_power_w = 55200
 """
-
-
-def run_gateway(*args: str) -> subprocess.CompletedProcess[str]:
-    environ = {k: v for k, v in os.environ.items() if k != "GATEWAY_STORE"}
-    environ["PYTHONPATH"] = str(REPO_ROOT)
-    return subprocess.run([sys.executable, "-m", "gateway", *args], capture_output=True, text=True,
-                          env=environ, timeout=60, check=False)
 
 
 def run_in_process(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:

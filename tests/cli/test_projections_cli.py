@@ -12,14 +12,13 @@ from pathlib import Path
 import anyio
 import pytest
 
-import gateway
 from gateway.projections import SqliteViewStore
 from gateway.store.cosmos import CosmosEventStore
 from gateway.store.sqlite import SqliteEventStore
+from tests.cli import REPO_ROOT, run_gateway
 from tests.cosmos_fixture import CosmosServer
 from tests.projections import PERIOD, append_polls, meter_polls
 
-REPO_ROOT = Path(gateway.__file__).resolve().parent.parent
 START = datetime(2026, 3, 27, 22, 0, tzinfo=timezone.utc)  # 23:00 local, 27 March
 GAP = frozenset(datetime(2026, 3, 29, 6, 0, tzinfo=timezone.utc) + i * PERIOD for i in range(4))
 
@@ -48,13 +47,6 @@ max_power_w = 55200
 """
 
 
-def gateway_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    environ = {k: v for k, v in os.environ.items() if k != "GATEWAY_STORE"}
-    environ["PYTHONPATH"] = str(REPO_ROOT)
-    return subprocess.run([sys.executable, "-m", "gateway", *args], capture_output=True, text=True,
-                          env=environ, cwd=cwd, timeout=60, check=False)
-
-
 @pytest.fixture
 def fleet(tmp_path: Path) -> Path:
     config = tmp_path / "fleet.toml"
@@ -73,24 +65,24 @@ def fleet(tmp_path: Path) -> Path:
 
 @pytest.mark.slow
 def test_project_once_then_views_show_and_report(fleet: Path, tmp_path: Path) -> None:
-    done = gateway_cli("project", "--config", str(fleet), "--once", "--json", cwd=tmp_path)
+    done = run_gateway("project", "--config", str(fleet), "--once", "--json", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert {lag["projection"]: lag["eventsBehind"] for lag in json.loads(done.stdout)} == {
         "latest_reading": 0, "daily_consumption": 0, "fleet_overview": 0}
 
-    shown = gateway_cli("views", "show", "daily_consumption", "--meter", "kam-1", "--from", "2026-03-28",
+    shown = run_gateway("views", "show", "daily_consumption", "--meter", "kam-1", "--from", "2026-03-28",
                         "--to", "2026-03-29", "--json", "--db", str(tmp_path / "events.db"), cwd=tmp_path)
     assert shown.returncode == 0, shown.stderr
     days = {d["date"]: (d["importWh"], d["intervalsExpected"], d["intervalsMissing"])
             for d in json.loads(shown.stdout)}
     assert days == {"2026-03-28": ("960", 96, 0), "2026-03-29": ("920", 92, 4)}
 
-    table = gateway_cli("views", "show", "latest_reading", "--config", str(fleet), cwd=tmp_path)
+    table = run_gateway("views", "show", "latest_reading", "--config", str(fleet), cwd=tmp_path)
     assert table.returncode == 0, table.stderr
     assert "meter kam-1" in table.stdout and "active_energy_import" in table.stdout
 
     png = tmp_path / "kam-1.png"
-    report = gateway_cli("report", "--meter", "kam-1", "--from", "2026-03-27", "--to", "2026-03-30",
+    report = run_gateway("report", "--meter", "kam-1", "--from", "2026-03-27", "--to", "2026-03-30",
                          "--out", str(png), "--config", str(fleet), cwd=tmp_path)
     assert report.returncode == 0, report.stderr
     assert png.read_bytes().startswith(b"\x89PNG\r\n\x1a\n") and png.stat().st_size > 10_000
@@ -98,9 +90,9 @@ def test_project_once_then_views_show_and_report(fleet: Path, tmp_path: Path) ->
 
 @pytest.mark.slow
 def test_project_rebuild_leaves_the_same_view(fleet: Path, tmp_path: Path) -> None:
-    assert gateway_cli("project", "--config", str(fleet), "--once", cwd=tmp_path).returncode == 0
+    assert run_gateway("project", "--config", str(fleet), "--once", cwd=tmp_path).returncode == 0
     before = anyio.run(_fleet_docs, tmp_path)
-    rebuilt = gateway_cli("project", "--config", str(fleet), "--once", "--rebuild", "fleet_overview",
+    rebuilt = run_gateway("project", "--config", str(fleet), "--once", "--rebuild", "fleet_overview",
                           cwd=tmp_path)
     assert rebuilt.returncode == 0, rebuilt.stderr
     assert anyio.run(_fleet_docs, tmp_path) == before and before
@@ -116,7 +108,7 @@ async def _fleet_docs(directory: Path) -> list:
 
 @pytest.mark.slow
 def test_views_without_a_projection_run_are_reported_not_created(fleet: Path, tmp_path: Path) -> None:
-    done = gateway_cli("views", "show", "latest_reading", "--config", str(fleet), cwd=tmp_path)
+    done = run_gateway("views", "show", "latest_reading", "--config", str(fleet), cwd=tmp_path)
     assert done.returncode == 1
     assert "run `gateway project` first" in done.stderr
     assert not (tmp_path / "events.views.db").exists()
@@ -144,13 +136,13 @@ def test_project_and_views_show_on_cosmos(cosmos_server: CosmosServer, tmp_path:
             await store.aclose()
 
     anyio.run(fill)
-    done = gateway_cli("project", "--config", str(config), "--once", "--json", cwd=tmp_path)
+    done = run_gateway("project", "--config", str(config), "--once", "--json", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     # The change feed cannot count what is left; it says how old the oldest unread event is.
     assert [(lag["eventsBehind"], lag["secondsBehind"]) for lag in json.loads(done.stdout)] == [
         (None, 0.0)] * 3
 
-    shown = gateway_cli("views", "show", "daily_consumption", "--meter", "kam-1", "--from", "2026-03-28",
+    shown = run_gateway("views", "show", "daily_consumption", "--meter", "kam-1", "--from", "2026-03-28",
                         "--to", "2026-03-29", "--json", "--config", str(config), cwd=tmp_path)
     assert shown.returncode == 0, shown.stderr
     days = {d["date"]: (d["importWh"], d["intervalsExpected"], d["intervalsMissing"])
@@ -226,14 +218,14 @@ def test_one_projection_runner_per_store(fleet: Path, tmp_path: Path) -> None:
             assert follower.poll() is None, follower.communicate()
             assert datetime.now(timezone.utc) < deadline, "the follower never took the runner lock"
             anyio.run(anyio.sleep, 0.05)
-        refused = gateway_cli("project", "--config", str(fleet), "--once", "--rebuild", "fleet_overview",
+        refused = run_gateway("project", "--config", str(fleet), "--once", "--rebuild", "fleet_overview",
                               cwd=tmp_path)
         assert refused.returncode == 1
         assert f"another projection runner (pid {follower.pid})" in refused.stderr
     finally:
         follower.send_signal(signal.SIGTERM)
         assert follower.wait(timeout=30) == 0
-    rebuilt = gateway_cli("project", "--config", str(fleet), "--once", "--rebuild", "fleet_overview",
+    rebuilt = run_gateway("project", "--config", str(fleet), "--once", "--rebuild", "fleet_overview",
                           cwd=tmp_path)
     assert rebuilt.returncode == 0, rebuilt.stderr
 

@@ -2,34 +2,17 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
 
-import gateway
 from gateway.store import NewEvent
 from gateway.store.sqlite import SqliteEventStore
 from tests.builders import new_event
+from tests.cli import run_gateway
 
-REPO_ROOT = Path(gateway.__file__).resolve().parent.parent
 T0 = datetime(2026, 5, 4, 10, 0, tzinfo=timezone.utc)
-
-
-def run_gateway(
-    *args: str, env: dict[str, str] | None = None, cwd: Path | None = None
-) -> subprocess.CompletedProcess[str]:
-    # The package may not be installed: run it from this checkout. The caller's own
-    # GATEWAY_STORE must not leak in and point the command at a real store.
-    environ = {k: v for k, v in os.environ.items() if k != "GATEWAY_STORE"}
-    environ.update(PYTHONPATH=str(REPO_ROOT), **(env or {}))
-    return subprocess.run(
-        [sys.executable, "-m", "gateway", *args],
-        capture_output=True, text=True, env=environ, cwd=cwd, timeout=60, check=False,
-    )
 
 
 def reading(stream_id: str, n: int) -> NewEvent:

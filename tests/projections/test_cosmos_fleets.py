@@ -14,7 +14,8 @@ from gateway.projections.view_store import Checkpoint
 from gateway.projections.view_store_cosmos import CosmosViewStore
 from gateway.store.cosmos import CosmosEventStore
 from gateway.store.cosmos_client import CosmosConfig
-from tests.cli.test_projections_cli import FLEET, START, gateway_cli
+from tests.cli import run_gateway
+from tests.cli.test_projections_cli import FLEET, START
 from tests.cosmos_fixture import CosmosServer
 from tests.projections import append_polls, meter_polls
 
@@ -51,7 +52,7 @@ def _fill(cosmos: CosmosConfig, meter: str, hours: int) -> None:
 
 
 def _latest(config: Path) -> dict[str, object]:
-    shown = gateway_cli("views", "show", "latest_reading", "--json", "--config", str(config), cwd=config.parent)
+    shown = run_gateway("views", "show", "latest_reading", "--json", "--config", str(config), cwd=config.parent)
     assert shown.returncode == 0, shown.stderr
     return {row["meterId"]: row for row in json.loads(shown.stdout)}
 
@@ -72,12 +73,12 @@ def test_two_fleets_in_one_database_project_into_views_of_their_own(
     south_config = _fleet(tmp_path / "south", south, "kam-s")
     # Views not projected yet (a new fleet, or one upgraded from the shared `views` container):
     # said so, not a bare 404.
-    missing = gateway_cli("views", "show", "latest_reading", "--config", str(north_config), cwd=tmp_path)
+    missing = run_gateway("views", "show", "latest_reading", "--config", str(north_config), cwd=tmp_path)
     assert missing.returncode == 1
     assert f"no Cosmos DB views container '{north.container}-views' (run `gateway project` first)" in missing.stderr
 
     for config in (north_config, south_config, north_config):  # each after the other has projected
-        done = gateway_cli("project", "--config", str(config), "--once", "--json", cwd=config.parent)
+        done = run_gateway("project", "--config", str(config), "--once", "--json", cwd=config.parent)
         assert done.returncode == 0, done.stderr
         assert "Traceback" not in done.stderr, done.stderr
         assert [lag["secondsBehind"] for lag in json.loads(done.stdout)] == [0.0] * 3
@@ -110,12 +111,12 @@ def test_a_views_container_named_in_the_config_is_used_and_not_shared_by_mistake
 
     anyio.run(old_checkpoints)
     first_config = _fleet(tmp_path / "first", first, "kam-1", views_container="views")
-    done = gateway_cli("project", "--config", str(first_config), "--once", cwd=first_config.parent)
+    done = run_gateway("project", "--config", str(first_config), "--once", cwd=first_config.parent)
     assert done.returncode == 0, done.stderr
     assert set(_latest(first_config)) == {"kam-1"}
 
     second_config = _fleet(tmp_path / "second", second, "kam-2", views_container="views")
-    refused = gateway_cli("project", "--config", str(second_config), "--once", cwd=second_config.parent)
+    refused = run_gateway("project", "--config", str(second_config), "--once", cwd=second_config.parent)
     assert refused.returncode == 1
     assert "Traceback" not in refused.stderr, refused.stderr
     assert f"events container {first.container!r}" in refused.stderr and "views_container" in refused.stderr
@@ -131,7 +132,7 @@ def test_a_checkpoint_of_another_change_feed_is_a_clear_error(
     cosmos = cosmos_server.config()
     _fill(cosmos, "kam-1", 8)
     config = _fleet(tmp_path / "fleet", cosmos, "kam-1")
-    assert gateway_cli("project", "--config", str(config), "--once", cwd=config.parent).returncode == 0
+    assert run_gateway("project", "--config", str(config), "--once", cwd=config.parent).returncode == 0
 
     async def recreate() -> None:
         store = await CosmosEventStore.open(cosmos)
@@ -142,7 +143,7 @@ def test_a_checkpoint_of_another_change_feed_is_a_clear_error(
 
     anyio.run(recreate)
     _fill(cosmos, "kam-1", 4)
-    failed = gateway_cli("project", "--config", str(config), "--once", cwd=config.parent)
+    failed = run_gateway("project", "--config", str(config), "--once", cwd=config.parent)
     assert failed.returncode == 1
     assert "Traceback" not in failed.stderr, failed.stderr
     names = ["latest_reading", "daily_consumption", "fleet_overview"]
@@ -150,7 +151,7 @@ def test_a_checkpoint_of_another_change_feed_is_a_clear_error(
     assert {n for n in names if f"gateway project --rebuild {n}" in failed.stderr}, failed.stderr
     # Each view rebuilt from the new feed; until the last, one not yet rebuilt says what to do.
     for done, name in enumerate(names, start=1):
-        rebuilt = gateway_cli("project", "--config", str(config), "--once", "--rebuild", name, cwd=config.parent)
+        rebuilt = run_gateway("project", "--config", str(config), "--once", "--rebuild", name, cwd=config.parent)
         assert "Traceback" not in rebuilt.stderr, rebuilt.stderr
         assert rebuilt.returncode == (0 if done == len(names) else 1), rebuilt.stderr
         assert {n for n in names if f"--rebuild {n}" in rebuilt.stderr} <= set(names[done:])
@@ -164,13 +165,13 @@ def test_the_sdk_logs_its_requests_at_debug_only(
     cosmos = cosmos_server.config()
     _fill(cosmos, "kam-1", 8)
     at_info = _fleet(tmp_path / "info", cosmos, "kam-1")
-    done = gateway_cli("project", "--config", str(at_info), "--once", cwd=at_info.parent)
+    done = run_gateway("project", "--config", str(at_info), "--once", cwd=at_info.parent)
     assert done.returncode == 0, done.stderr
     assert [r for r in _log(done.stderr) if str(r["logger"]).startswith("azure")] == []
 
     # At DEBUG they are there, as DEBUG lines: the filter above is not what hides them.
     at_debug = _fleet(tmp_path / "debug", cosmos, "kam-1", level="DEBUG")
-    done = gateway_cli("project", "--config", str(at_debug), "--once", "--rebuild", "latest_reading",
+    done = run_gateway("project", "--config", str(at_debug), "--once", "--rebuild", "latest_reading",
                        cwd=at_debug.parent)
     assert done.returncode == 0, done.stderr
     sdk = [r for r in _log(done.stderr) if str(r["logger"]).startswith("azure")]
