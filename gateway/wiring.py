@@ -1,11 +1,11 @@
 """The composition root of a poller: which store, sink, health table and counters a fleet gets.
 
-``open_poller(fleet, ...)`` wires a ``gateway.poller.Poller`` to its backend. SQLite (the default,
+``open_poller(fleet, ...)`` wires a ``gateway.polling.poller.Poller`` to its backend. SQLite (the default,
 or ``db_path``): the event store file, the batched writer as the sink, the health table in the same
 file and the HLS invocation counters next to it. Cosmos DB: store-and-forward through the local
 outbox file (which also holds the health table), the outbox view as what the poller reads from, and
 optionally a background forwarder draining the outbox to Cosmos while the poller is open. The
-poller itself knows none of this: it talks to a ``MeterHistory`` (``gateway.history``) and a
+poller itself knows none of this: it talks to a ``MeterHistory`` (``gateway.history.meter_history``) and a
 ``HealthStore``.
 """
 from __future__ import annotations
@@ -21,15 +21,15 @@ import anyio
 
 from drivers.session import FileInvocationCounterStore, InvocationCounterStore
 from gateway.config.model import CosmosStoreConfig, FleetConfig, SqliteStoreConfig
-from gateway.health import HealthStore
-from gateway.outbox import Outbox
-from gateway.outbox_forwarder import Forwarder
-from gateway.meter_reading import PollerSettings
-from gateway.poller import Poller, utc_now
-from gateway.history import embedded_history, forwarded_history
-from gateway.sinks import OutboxSink, OutboxView, describe_outbox
+from gateway.polling.health import HealthStore
+from gateway.history.outbox import Outbox
+from gateway.history.outbox_forwarder import Forwarder
+from gateway.polling.meter_reading import PollerSettings
+from gateway.polling.poller import Poller, utc_now
+from gateway.history.meter_history import embedded_history, forwarded_history
+from gateway.history.sinks import OutboxSink, OutboxView, describe_outbox
 from gateway.store.sqlite import SqliteEventStore
-from gateway.writer import BatchedWriter
+from gateway.history.writer import BatchedWriter
 
 if TYPE_CHECKING:
     from gateway.store.cosmos_client import CosmosConfig
@@ -48,7 +48,7 @@ def counters_directory(db_path: Path) -> Path:
 
 @dataclass(frozen=True, slots=True)
 class ForwarderSettings:
-    """How ``open_poller`` forwards the outbox to Cosmos DB (see ``gateway.outbox_forwarder``)."""
+    """How ``open_poller`` forwards the outbox to Cosmos DB (see ``gateway.history.outbox_forwarder``)."""
 
     run: bool = True  # a background forwarder while the poller is open (gateway run); False: drain()
     store_timeout_s: float = 30.0

@@ -16,8 +16,8 @@ from datetime import datetime, timezone
 from decimal import Decimal
 from typing import Any
 
-from gateway.events import DomainEvent, RegisterRead
-from gateway.meter import MeterState
+from gateway.domain.events import DomainEvent, RegisterRead
+from gateway.domain.meter import MeterState
 from gateway.store.model import EventMetadata, NewEvent, RecordedEvent
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=timezone.utc)

@@ -42,10 +42,10 @@ import anyio
 import anyio.to_thread
 
 from gateway.config import parse_config
-from gateway.logsetup import configure
-from gateway.poll_result import PollStep
+from gateway.config.logsetup import configure
+from gateway.domain.poll_result import PollStep
 from gateway.wiring import open_poller
-from gateway.scheduler import Scheduler
+from gateway.polling.scheduler import Scheduler
 from gateway.commands._args import non_negative, positive
 
 GOAL_METERS_PER_S = 10_000 / (15 * 60)

@@ -35,11 +35,11 @@ from pathlib import Path
 
 import anyio
 
-from gateway.events import ClockChecked, IntervalRow, IntervalsRecorded, RegisterRead
-from gateway.mapper import to_new_event
-from gateway.outbox import Outbox, OutboxFull, Settlement
+from gateway.domain.events import ClockChecked, IntervalRow, IntervalsRecorded, RegisterRead
+from gateway.domain.mapper import to_new_event
+from gateway.history.outbox import Outbox, OutboxFull, Settlement
 from gateway.store.model import EventMetadata, NewEvent
-from gateway.streams import stream_id
+from gateway.domain.streams import stream_id
 
 MIB = 1024 * 1024
 _START = datetime(2026, 11, 26, 0, 0, tzinfo=timezone.utc)

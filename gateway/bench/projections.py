@@ -28,14 +28,14 @@ from zoneinfo import ZoneInfo
 
 import anyio
 
-from gateway.events import (
+from gateway.domain.events import (
     ClockChecked,
     DomainEvent,
     IntervalRow,
     IntervalsRecorded,
     RegisterRead,
 )
-from gateway.mapper import decode, to_new_event
+from gateway.domain.mapper import decode, to_new_event
 from gateway.projections import (
     ProjectionEngine,
     SqliteViewStore,
@@ -45,7 +45,7 @@ from gateway.projections import (
 )
 from gateway.store.model import AppendRequest, EventMetadata
 from gateway.store.sqlite import SqliteEventStore
-from gateway.streams import stream_id
+from gateway.domain.streams import stream_id
 from gateway.commands._args import positive
 
 EVENTS_PER_POLL = 6

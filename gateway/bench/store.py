@@ -23,7 +23,7 @@ from gateway.store import codec
 from gateway.store.base import EventStore
 from gateway.store.sqlite import ROWS_PER_INSERT
 from gateway.store.model import EventMetadata, NewEvent
-from gateway.writer import BatchedWriter
+from gateway.history.writer import BatchedWriter
 
 EVENTS_PER_POLL = 6
 INTERVALS_PER_BLOCK = 16  # four hours of 15-minute load-profile values per poll

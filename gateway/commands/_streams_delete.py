@@ -23,7 +23,7 @@ from pathlib import Path
 import anyio
 import anyio.to_thread
 
-from gateway.settings import STORE_ENV_VAR, store_path
+from gateway.config.settings import STORE_ENV_VAR, store_path
 from gateway.store.errors import StoreError, StreamNotFound
 from gateway.store.sqlite import SqliteEventStore
 

@@ -1,7 +1,7 @@
 """`gateway backup --to FILE [--db FILE] [--with-keys] [--json]`: an online backup of the SQLite store.
 
 On a box without Cosmos DB the event store file is the only copy of the fleet's history. This copies
-it while `gateway run` goes on (gateway.sqlite_backup: one consistent snapshot, integrity-checked,
+it while `gateway run` goes on (gateway.store.sqlite_backup: one consistent snapshot, integrity-checked,
 never overwriting) and reports what the copy holds. The views are not copied (`gateway project`
 rebuilds them); the health table and the HLS invocation counters are operational state.
 
@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from gateway.personal.keys import key_store_path_for
-from gateway.settings import STORE_ENV_VAR, store_path
-from gateway.sqlite_backup import BackupCopy, BackupError, backup_file
+from gateway.config.settings import STORE_ENV_VAR, store_path
+from gateway.store.sqlite_backup import BackupCopy, BackupError, backup_file
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]

@@ -38,10 +38,10 @@ import gateway
 from drivers.simulator import Framing, MeterSimulator, SimulatorConfig
 from drivers.simulator.fleet import fleet as simulated_fleet
 from gateway.config import ConfigError, FleetConfig, SqliteStoreConfig, load_config, read_env_file
-from gateway.logsetup import configure
-from gateway.poll_result import PollSummary
+from gateway.config.logsetup import configure
+from gateway.domain.poll_result import PollSummary
 from gateway.wiring import counters_directory, open_poller
-from gateway.scheduler import Scheduler
+from gateway.polling.scheduler import Scheduler
 from gateway.store.sqlite import SqliteEventStore
 from gateway.commands._args import positive
 

@@ -27,7 +27,7 @@ from gateway.personal.assignments import (
 from gateway.personal.events import PERSONAL_FIELDS, InvalidAssignmentId
 from gateway.personal.wiring import PERSONAL_DATA_FAILURES, open_assignments
 from gateway.store.codec import iso_utc
-from gateway.streams import StreamNameError
+from gateway.domain.streams import StreamNameError
 
 _FAILURES = PERSONAL_DATA_FAILURES
 

@@ -19,12 +19,12 @@ import anyio
 from drivers.readings import RegisterReading, RegisterRefused
 from gateway.config import ConfigError, FleetConfig, load_config
 from gateway.config.model import LOG_FORMATS
-from gateway.health import HealthError
-from gateway.logsetup import configure
-from gateway.poll_result import NOT_ATTEMPTED, PollSummary
+from gateway.polling.health import HealthError
+from gateway.config.logsetup import configure
+from gateway.domain.poll_result import NOT_ATTEMPTED, PollSummary
 from gateway.wiring import ForwarderSettings, UnsupportedStore, open_poller
-from gateway.scheduler import ALL_STEPS, Scheduler
-from gateway.sinks import describe_outbox
+from gateway.polling.scheduler import ALL_STEPS, Scheduler
+from gateway.history.sinks import describe_outbox
 from gateway.store.errors import StoreError
 
 

@@ -27,7 +27,7 @@ from zoneinfo import ZoneInfo
 import anyio
 
 from gateway.config import ConfigError, FleetConfig, load_config
-from gateway.logsetup import configure
+from gateway.config.logsetup import configure
 from gateway.commands.views import ViewsUnavailable, lag_table, open_views
 from gateway.projections import (
     VIEW_NAMES,

@@ -1,7 +1,7 @@
 """`gateway report --meter ID --from DATE --to DATE --out FILE.png`: a meter's daily consumption, drawn.
 
 Reads the daily_consumption view (``gateway project`` keeps it up to date) of the event store of
-``--db`` / ``--config`` and draws import and export per local day as a bar chart (gateway.report).
+``--db`` / ``--config`` and draws import and export per local day as a bar chart (gateway.projections.report).
 Warns when the projection is behind the store, since the picture then misses recent events.
 """
 from __future__ import annotations
@@ -52,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     # Imported here: matplotlib takes most of a second to import, and every `gateway` command
     # imports this module to register its parser.
-    from gateway.report import ReportError
+    from gateway.projections.report import ReportError
 
     try:
         return int(anyio.run(_report, args))
@@ -62,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 async def _report(args: argparse.Namespace) -> int:
-    from gateway.report import draw_daily_consumption
+    from gateway.projections.report import draw_daily_consumption
 
     async with open_views(store_config_of(args.db, args.config)) as (events, views):
         figures = await load_daily(views, args.meter, args.from_day, args.to_day,

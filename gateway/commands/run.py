@@ -6,7 +6,7 @@ flushes the batched writer and exits 0. A second signal cancels the polls in fli
 With Cosmos DB as the store, polls put their events in the local outbox and a forwarder drains it to
 Cosmos in the same task group; on the signal the forwarder stops and what it had not forwarded
 stays in the outbox file for the next start.
-SIGHUP reloads the config file (gateway.fleet_reload): the polls in flight finish, then the new
+SIGHUP reloads the config file (gateway.polling.fleet_reload): the polls in flight finish, then the new
 fleet is polled; a config that is invalid or changes ``[store]``/``gateway_id`` is refused with an
 ERROR line and the gateway goes on with the running one.
 Exit codes: 0 stopped by a signal, 2 the config is invalid, 1 the store cannot be opened.
@@ -23,12 +23,12 @@ import anyio
 
 from gateway.config import ConfigError, CosmosStoreConfig, FleetConfig, load_config
 from gateway.config.model import LOG_FORMATS
-from gateway.fleet_reload import ReloadRefused, carried_backoff, describe_changes, load_for_reload
-from gateway.health import HealthError
-from gateway.logsetup import configure
+from gateway.polling.fleet_reload import ReloadRefused, carried_backoff, describe_changes, load_for_reload
+from gateway.polling.health import HealthError
+from gateway.config.logsetup import configure
 from gateway.wiring import UnsupportedStore, open_poller
-from gateway.run_projections import run_projections
-from gateway.scheduler import Scheduler
+from gateway.projections.run_projections import run_projections
+from gateway.polling.scheduler import Scheduler
 from gateway.store.errors import StoreError
 
 log = logging.getLogger("gateway.run")

@@ -21,11 +21,11 @@ from typing import Mapping
 import anyio
 
 from gateway.config import ConfigError, CosmosStoreConfig, FleetConfig, SqliteStoreConfig, load_config
-from gateway.health import HealthError, HealthStore, MeterHealth
-from gateway.outbox import Outbox, OutboxState
-from gateway.sinks import describe_outbox
+from gateway.polling.health import HealthError, HealthStore, MeterHealth
+from gateway.history.outbox import Outbox, OutboxState
+from gateway.history.sinks import describe_outbox
 from gateway.store.errors import StoreError
-from gateway.streams import stream_id
+from gateway.domain.streams import stream_id
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]

@@ -14,7 +14,7 @@ from typing import Any
 import anyio
 
 from gateway.commands._streams_delete import register_delete
-from gateway.settings import STORE_ENV_VAR, store_path
+from gateway.config.settings import STORE_ENV_VAR, store_path
 from gateway.store import codec
 from gateway.store.errors import StoreError, StreamNotFound
 from gateway.store.model import RecordedEvent, StreamInfo

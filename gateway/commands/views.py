@@ -49,7 +49,7 @@ from gateway.projections.views import (
     drift_exceeded,
     fleet_summary,
 )
-from gateway.settings import STORE_ENV_VAR, store_path
+from gateway.config.settings import STORE_ENV_VAR, store_path
 from gateway.store.base import EventStore
 from gateway.store.cosmos_client import CosmosConfig, CosmosConfigError
 from gateway.store.errors import StoreError

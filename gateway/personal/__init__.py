@@ -6,7 +6,7 @@ Forgetting a customer destroys that key: the immutable events stay, their person
 unreadable everywhere at once, and a ``PersonalDataErased`` event records that it happened. The
 command-side unique index (``unique_index``) keeps activation codes and meter ids unique per fleet.
 
-Kept free of imports on purpose: ``gateway.mapper`` imports ``gateway.personal.events`` to register
+Kept free of imports on purpose: ``gateway.domain.mapper`` imports ``gateway.personal.events`` to register
 its event types, and a package ``__init__`` that imported the store, the keys or crypto would load all
 of them with every event decode.
 """

@@ -24,7 +24,7 @@ from typing import Callable, Final
 
 import anyio
 
-from gateway.mapper import decode, to_new_event
+from gateway.domain.mapper import decode, to_new_event
 from gateway.personal.crypto import ERASED, PersonalDataError, PersonalValue, encrypt_field, reveal
 from gateway.personal.events import (
     PERSONAL_FIELDS,
@@ -48,7 +48,7 @@ from gateway.store import (
     StreamNotFound,
     WrongExpectedVersion,
 )
-from gateway.streams import validate_meter_id
+from gateway.domain.streams import validate_meter_id
 
 # Without 0/O and 1/I/L: a code is read aloud and typed in by a customer.
 _CODE_ALPHABET: Final[str] = "ABCDEFGHJKMNPQRSTUVWXYZ23456789"

@@ -3,7 +3,7 @@
 Both live in the assignment's own stream ``Assignment:<assignment id>`` (never in a meter year
 stream), so deleting or shredding an assignment never touches the meter's readings. Personal fields
 are stored only as ``EncryptedField`` values (see ``gateway.personal.crypto``); the events carry no
-plaintext and no key. ``gateway.mapper`` registers the types (``EVENT_CLASSES``).
+plaintext and no key. ``gateway.domain.mapper`` registers the types (``EVENT_CLASSES``).
 """
 from __future__ import annotations
 
@@ -12,13 +12,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import ClassVar, Final
 
-from gateway.events import DomainEvent, Payload, event_id
+from gateway.domain.events import DomainEvent, Payload, event_id
 
 ASSIGNMENT_CATEGORY: Final[str] = "Assignment"
 PERSONAL_FIELDS: Final[tuple[str, ...]] = ("postal_code", "house_number", "activation_code")
 AES_256_GCM: Final[str] = "AES-256-GCM"
 
-# The same alphabet as meter ids (gateway.streams): safe in a stream id and a Cosmos DB item id.
+# The same alphabet as meter ids (gateway.domain.streams): safe in a stream id and a Cosmos DB item id.
 _ASSIGNMENT_ID: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
@@ -107,7 +107,7 @@ class PersonalDataErased(DomainEvent):
 
 
 EVENT_CLASSES: tuple[type[DomainEvent], ...] = (MeterAssigned, PersonalDataErased)
-"""The event types of assignment streams; ``gateway.mapper`` registers them."""
+"""The event types of assignment streams; ``gateway.domain.mapper`` registers them."""
 
 __all__ = [
     "AES_256_GCM", "ASSIGNMENT_CATEGORY", "EVENT_CLASSES", "PERSONAL_FIELDS", "EncryptedField",

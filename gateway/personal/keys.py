@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Callable, Final, Protocol, TypeVar, runtime_checkable
 
 from gateway.personal.events import validate_assignment_id
-from gateway.sqlite_file import SqliteFile, immediate_transaction
+from gateway.store.sqlite_file import SqliteFile, immediate_transaction
 from gateway.store.codec import iso_utc, parse_utc
 
 KEY_BYTES: Final[int] = 32  # AES-256

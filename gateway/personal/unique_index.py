@@ -29,7 +29,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Callable, Final, Literal, Sequence, TypeVar
 
-from gateway.sqlite_file import SqliteFile, immediate_transaction
+from gateway.store.sqlite_file import SqliteFile, immediate_transaction
 from gateway.store import EventStore, StoreError, StreamNotFound
 
 Kind = Literal["meter_id", "activation_code"]

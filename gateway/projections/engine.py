@@ -29,8 +29,8 @@ from typing import Any, Protocol
 import anyio
 import anyio.to_thread
 
-from gateway.events import DomainEvent, EventError
-from gateway.mapper import decode
+from gateway.domain.events import DomainEvent, EventError
+from gateway.domain.mapper import decode
 from gateway.projections.view_store import Checkpoint, ViewDoc, ViewStore, ViewStoreUnavailable
 from gateway.projections.views import Target
 from gateway.store.base import EventStore

@@ -20,7 +20,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Mapping, Protocol, Sequence, TypeVar
 
-from gateway.sqlite_file import SqliteFile, immediate_transaction
+from gateway.store.sqlite_file import SqliteFile, immediate_transaction
 from gateway.store import codec
 
 T = TypeVar("T")

@@ -25,7 +25,7 @@ from decimal import Decimal
 from typing import Any, Callable, Iterable, Mapping, Sequence
 from zoneinfo import ZoneInfo
 
-from gateway.events import (
+from gateway.domain.events import (
     ClockChecked,
     ClockDriftDetected,
     DomainEvent,
@@ -35,9 +35,9 @@ from gateway.events import (
     RegisterRead,
     SuspectReadingFlagged,
 )
-from gateway.mapper import EVENT_TYPES
+from gateway.domain.mapper import EVENT_TYPES
 from gateway.config.model import FleetConfig
-from gateway.quantities import quantity_of
+from gateway.domain.quantities import quantity_of
 from gateway.store.codec import iso_utc, parse_utc
 from gateway.store.model import RecordedEvent
 

@@ -50,7 +50,7 @@ from gateway.store.model import (
     Snapshot,
     StreamInfo,
 )
-from gateway.version_cache import StreamVersionCache
+from gateway.history.version_cache import StreamVersionCache
 
 __all__ = ["CosmosEventStore", "translate_errors"]
 

@@ -1,7 +1,7 @@
 """Embedded SQLite backend of the event store (the default on the substation box).
 
 One file, WAL journal and ``synchronous=FULL`` so a committed append survives a power cut; the
-connection is owned through ``gateway.sqlite_file`` (serialised, blocking calls in a worker
+connection is owned through ``gateway.store.sqlite_file`` (serialised, blocking calls in a worker
 thread). ``append_batch`` writes all of its requests in one ``BEGIN IMMEDIATE`` transaction. The
 normal case (every expected version is the head, no id clash) takes a bulk path: one read of the
 heads, one ``executemany`` for all the events and one for the heads. Otherwise the bulk attempt is
@@ -23,7 +23,7 @@ from typing import Callable, Sequence, TypeVar
 import anyio
 import anyio.to_thread
 
-from gateway.sqlite_file import SqliteFile, immediate_transaction
+from gateway.store.sqlite_file import SqliteFile, immediate_transaction
 from gateway.store import codec
 from gateway.store.base import BatchOutcome, ReadAllPage, StoreStats
 from gateway.store.errors import (

@@ -145,7 +145,7 @@ def test_a_file_system_without_hard_links_gets_a_byte_copy(tmp_path: Path, monke
     # refuse as such a file system does.
     import errno
 
-    from gateway import sqlite_backup
+    from gateway.store import sqlite_backup
 
     db = tmp_path / "events.db"
     _store_with_one_stream(db)

@@ -22,7 +22,7 @@ import pytest
 
 from drivers.simulator import Framing, MeterSimulator, SimulatorConfig
 from drivers.simulator.fleet import fleet
-from gateway.logsetup import configure, register_secret
+from gateway.config.logsetup import configure, register_secret
 
 from tests.pipeline import ABSENT, SECRETS, fleet_toml
 

@@ -19,17 +19,17 @@ import anyio
 import pytest
 
 from gateway.cli import main
-from gateway.events import RegisterRead
-from gateway.mapper import decode, to_new_event
+from gateway.domain.events import RegisterRead
+from gateway.domain.mapper import decode, to_new_event
 from gateway.personal.assignments import Assignments
 from gateway.personal.crypto import ERASED
 from gateway.personal.events import PersonalDataErased, assignment_stream_id
 from gateway.personal.keys import SqliteKeyStore
 from gateway.personal.unique_index import UniqueIndex
-from gateway.repository import MeterRepository
+from gateway.history.repository import MeterRepository
 from gateway.store import EventMetadata, RecordedEvent, Snapshot
 from gateway.store.sqlite import SqliteEventStore
-from gateway.streams import stream_id
+from gateway.domain.streams import stream_id
 
 from tests.cli import run_gateway
 from tests.personal import encodings, files_containing

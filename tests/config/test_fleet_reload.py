@@ -1,4 +1,4 @@
-"""What a SIGHUP reload accepts and refuses (gateway.fleet_reload); `gateway run` doing it is in
+"""What a SIGHUP reload accepts and refuses (gateway.polling.fleet_reload); `gateway run` doing it is in
 tests/pipeline/test_reload.py."""
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ from typing import Callable
 import pytest
 
 from gateway.config import load_config
-from gateway.fleet_reload import ReloadRefused, carried_backoff, describe_changes, load_for_reload
-from gateway.poll_result import StepError
-from gateway.poll_result import PollSummary
-from gateway.scheduler import MeterBackoff
+from gateway.polling.fleet_reload import ReloadRefused, carried_backoff, describe_changes, load_for_reload
+from gateway.domain.poll_result import StepError
+from gateway.domain.poll_result import PollSummary
+from gateway.polling.scheduler import MeterBackoff
 
 from .conftest import BASE
 

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.events import (
+from gateway.domain.events import (
     CarryOver,
     ClockChecked,
     ClockDriftDetected,
@@ -29,7 +29,7 @@ from gateway.events import (
     YearStreamOpened,
     event_id,
 )
-from gateway.mapper import EVENT_TYPES, decode, to_new_event
+from gateway.domain.mapper import EVENT_TYPES, decode, to_new_event
 from gateway.personal.events import EncryptedField, MeterAssigned, PersonalDataErased
 from gateway.store import EventMetadata, RecordedEvent
 from gateway.store.codec import dumps, loads

@@ -22,9 +22,9 @@ REPO = Path(__file__).resolve().parents[2]
 PACKAGE = "gateway"
 
 KNOWN_CYCLES: dict[frozenset[str], str] = {
-    # None left. The last one, gateway.events <-> gateway.personal.events (events imported the
+    # None left. The last one, gateway.domain.events <-> gateway.personal.events (events imported the
     # personal event module at its bottom so decode() knew its types; personal.events imported the
-    # DomainEvent base back), went with issue 11 step 4: gateway.mapper imports both and registers.
+    # DomainEvent base back), went with issue 11 step 4: gateway.domain.mapper imports both and registers.
 }
 
 
@@ -151,9 +151,9 @@ def test_the_gateway_package_has_no_import_cycle_but_the_known_ones() -> None:
 
 def test_event_modules_import_no_feature_and_the_mapper_imports_every_event_module() -> None:
     graph = import_graph()
-    assert not {m for m in graph["gateway.events"] if m.startswith("gateway.personal")}
-    assert {"gateway.events", "gateway.personal.events"} <= graph["gateway.mapper"]
-    assert "gateway.mapper" not in graph["gateway.personal.events"]
+    assert not {m for m in graph["gateway.domain.events"] if m.startswith("gateway.personal")}
+    assert {"gateway.domain.events", "gateway.personal.events"} <= graph["gateway.domain.mapper"]
+    assert "gateway.domain.mapper" not in graph["gateway.personal.events"]
 
 
 @pytest.mark.parametrize(

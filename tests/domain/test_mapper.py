@@ -1,7 +1,7 @@
 """The event mapper: stored envelopes written before it still read, and write back byte for byte;
 the registry and upcasting rules.
 
-The envelopes below were captured from the encoding of the code before ``gateway.mapper`` existed
+The envelopes below were captured from the encoding of the code before ``gateway.domain.mapper`` existed
 (commit 6a88fa1: ``codec.dumps(codec.event_to_dict(to_new_event(event, META)))``, the form the outbox
 stores and the Cosmos DB commit items hold), one per event type of ``one_of_each()``. Never edit them
 to make a test pass: a change here means stored history no longer reads or no longer re-encodes the same.
@@ -14,14 +14,14 @@ from typing import Any, ClassVar, Mapping
 
 import pytest
 
-from gateway.events import (
+from gateway.domain.events import (
     DomainEvent,
     MalformedEventData,
     RegisterRead,
     UnknownEventType,
     UnsupportedSchemaVersion,
 )
-from gateway.mapper import EVENT_TYPES, MAPPER, EventMapper, decode, to_new_event
+from gateway.domain.mapper import EVENT_TYPES, MAPPER, EventMapper, decode, to_new_event
 from gateway.personal.crypto import ERASED, reveal
 from gateway.personal.events import MeterAssigned
 from gateway.personal.keys import DataKey, KeyDestroyed

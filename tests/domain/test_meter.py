@@ -6,7 +6,7 @@ from decimal import Decimal
 
 import pytest
 
-from gateway.events import (
+from gateway.domain.events import (
     ClockChecked,
     ClockDriftDetected,
     IntervalRow,
@@ -16,7 +16,7 @@ from gateway.events import (
     RegisterValue,
     YearStreamOpened,
 )
-from gateway.meter import SNAPSHOT_SCHEMA_VERSION, MeterState, UnsupportedSnapshot, WrongMeter
+from gateway.domain.meter import SNAPSHOT_SCHEMA_VERSION, MeterState, UnsupportedSnapshot, WrongMeter
 from gateway.store.codec import dumps, loads
 from tests.builders import IMPORT, PROFILE, fold, register_read
 
@@ -153,7 +153,7 @@ def test_malformed_snapshot_is_refused(mutate) -> None:
 
 
 def test_event_log_end_is_kept_and_carried_into_the_next_year() -> None:
-    from gateway.events import MeterEventLogged, YearStreamOpened
+    from gateway.domain.events import MeterEventLogged, YearStreamOpened
 
     log = "0.0.99.98.0.255"
     entry = MeterEventLogged(
@@ -172,7 +172,7 @@ def test_event_log_end_is_kept_and_carried_into_the_next_year() -> None:
 
 
 def test_carry_over_written_before_event_log_ends_existed_still_loads() -> None:
-    from gateway.events import YearStreamOpened
+    from gateway.domain.events import YearStreamOpened
 
     data = MeterState.empty("m1", 2025).open_year(2026).to_data()
     del data["carried"]["eventLogEnds"]

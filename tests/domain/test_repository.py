@@ -13,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gateway.events import (
+from gateway.domain.events import (
     CarryOver,
     ClockChecked,
     ClockDriftDetected,
@@ -29,11 +29,11 @@ from gateway.events import (
     SuspectReadingFlagged,
     YearStreamOpened,
 )
-from gateway.mapper import decode, to_new_event
-from gateway.meter import SNAPSHOT_SCHEMA_VERSION, MeterState
-from gateway.repository import MeterRepository
+from gateway.domain.mapper import decode, to_new_event
+from gateway.domain.meter import SNAPSHOT_SCHEMA_VERSION, MeterState
+from gateway.history.repository import MeterRepository
 from gateway.store import NO_STREAM, EventMetadata, EventStore, NewEvent, Snapshot
-from gateway.streams import stream_id
+from gateway.domain.streams import stream_id
 from tests.backends import opened_sqlite
 from tests.builders import EXPORT, IMPORT, PROFILE, fold, register_read
 
@@ -212,7 +212,7 @@ async def test_unknown_snapshot_schema_means_full_replay(
     bogus = MeterState.empty("M1", 2025).apply(register_read("999", T0), version=3)
     await store.save_snapshot(Snapshot(stream_id("M1", 2025), 3, SNAPSHOT_SCHEMA_VERSION + 1,
                                        bogus.to_snapshot(), T0))
-    with caplog.at_level(logging.WARNING, logger="gateway.repository"):
+    with caplog.at_level(logging.WARNING, logger="gateway.history.repository"):
         assert await MeterRepository(store).load("M1", 2025) == expected
     assert "replaying in full" in caplog.text
 
@@ -234,7 +234,7 @@ async def test_snapshot_beyond_the_head_is_ignored(
     await store.save_snapshot(Snapshot(stream_id("M1", 2025), 50, SNAPSHOT_SCHEMA_VERSION,
                                        ahead.to_snapshot(), T0))
     repo = MeterRepository(store, snapshot_every=1)
-    with caplog.at_level(logging.WARNING, logger="gateway.repository"):
+    with caplog.at_level(logging.WARNING, logger="gateway.history.repository"):
         state = await repo.load("M1", 2025)
     assert state == expected
     assert "beyond the stream's head" in caplog.text

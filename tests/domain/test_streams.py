@@ -6,7 +6,7 @@ from decimal import Decimal
 
 import pytest
 
-from gateway.events import (
+from gateway.domain.events import (
     CarryOver,
     ClockChecked,
     IntervalRow,
@@ -15,7 +15,7 @@ from gateway.events import (
     RegisterRead,
     YearStreamOpened,
 )
-from gateway.streams import (
+from gateway.domain.streams import (
     EventSpansYears,
     InvalidMeterId,
     InvalidStreamId,

@@ -18,9 +18,9 @@ from drivers.readings import (
     RegisterReading,
 )
 from gateway.config.model import MeterConfig, SecurityConfig
-from gateway.meter import MeterState
-from gateway.normalize import AppendPlan, MissingState, NormalizeSettings, needed_years, normalize
-from gateway.poll_result import PollResult
+from gateway.domain.meter import MeterState
+from gateway.domain.normalize import AppendPlan, MissingState, NormalizeSettings, needed_years, normalize
+from gateway.domain.poll_result import PollResult
 from gateway.store.model import NO_STREAM
 
 _T = TypeVar("_T")

@@ -8,9 +8,9 @@ from decimal import Decimal
 import pytest
 
 from drivers.readings import CaptureColumn, ProfileReading, ProfileRow
-from gateway.events import IntervalsRecorded
-from gateway.mapper import to_new_event
-from gateway.normalize import MAX_INTERVALS_EVENT_BYTES, UnusableReading, normalize, usable_readings
+from gateway.domain.events import IntervalsRecorded
+from gateway.domain.mapper import to_new_event
+from gateway.domain.normalize import MAX_INTERVALS_EVENT_BYTES, UnusableReading, normalize, usable_readings
 from gateway.store import codec
 from gateway.store.cosmos_client import CosmosConfig
 from gateway.store.cosmos_items import commit_item

@@ -22,8 +22,8 @@ from drivers.simulator import (
     expected_register,
 )
 from drivers.transport.wrapper import WrapperTransport
-from gateway.normalize import normalize
-from gateway.poll_result import PollResult
+from gateway.domain.normalize import normalize
+from gateway.domain.poll_result import PollResult
 from tests.normalize import LOAD_PROFILE, METER_ID, SETTINGS, FakeHistory, by_type, events_of, meter_config
 
 pytestmark = pytest.mark.anyio

@@ -7,7 +7,7 @@ from decimal import Decimal
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.events import ReadingGapDetected
+from gateway.domain.events import ReadingGapDetected
 from tests.normalize import (
     BlankableRow,
     LOAD_PROFILE,

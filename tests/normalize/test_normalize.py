@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from drivers.readings import RegisterRefused
 from gateway.config.load import load_config
-from gateway.events import (
+from gateway.domain.events import (
     ClockChecked,
     ClockDriftDetected,
     IntervalsRecorded,
@@ -20,18 +20,18 @@ from gateway.events import (
     RegisterRead,
     YearStreamOpened,
 )
-from gateway.meter import MeterState
-from gateway.normalize import (
+from gateway.domain.meter import MeterState
+from gateway.domain.normalize import (
     MissingState,
     NormalizeError,
     NormalizeSettings,
     needed_years,
     normalize,
 )
-from gateway.poll_result import InvalidPollResult, PollResult, StepError
-from gateway.quantities import quantity_of
+from gateway.domain.poll_result import InvalidPollResult, PollResult, StepError
+from gateway.domain.quantities import quantity_of
 from gateway.store.model import NO_STREAM
-from gateway.streams import stream_id
+from gateway.domain.streams import stream_id
 from tests.normalize import (
     EVENT_LOG,
     EXPORT,
@@ -280,7 +280,7 @@ def test_renormalizing_the_same_poll_after_applying_adds_nothing(
     first = history.run(p)
     assert by_type(first)["IntervalsRecorded"] >= 1 and by_type(first)["RegisterRead"] == 2
     # A re-read adds nothing the store does not have, except event log entries, which MeterState
-    # does not track yet (see gateway.normalize._event_log_end): those repeat with identical ids.
+    # does not track yet (see gateway.domain.normalize._event_log_end): those repeat with identical ids.
     ids = {e.event_id for plan in first for e in plan.events}
     again = normalize(p, history.states_for(p), meter_config(), SETTINGS)
     repeated = [e for plan in again for e in plan.domain_events]

@@ -8,9 +8,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.events import SuspectReadingFlagged
-from gateway.normalize import NormalizeSettings
-from gateway.vee import (
+from gateway.domain.events import SuspectReadingFlagged
+from gateway.domain.normalize import NormalizeSettings
+from gateway.domain.vee import (
     DEFAULT_BAD_STATUS_MASK,
     STATUS_POWER_DOWN,
     Verdict,

@@ -6,12 +6,12 @@ from collections.abc import Sequence
 
 import pytest
 
-from gateway.mapper import decode
-from gateway.normalize import AppendPlan, load_states, plan_poll
-from gateway.poll_result import PollResult
-from gateway.repository import MeterRepository
+from gateway.domain.mapper import decode
+from gateway.domain.normalize import AppendPlan, load_states, plan_poll
+from gateway.domain.poll_result import PollResult
+from gateway.history.repository import MeterRepository
 from gateway.store.sqlite import SqliteEventStore
-from gateway.streams import stream_id
+from gateway.domain.streams import stream_id
 from tests.normalize import (
     IMPORT,
     LOAD_PROFILE,

@@ -16,8 +16,8 @@ from pathlib import Path
 import anyio
 import pytest
 
-from gateway.outbox import Outbox
-from gateway.outbox_forwarder import Forwarder
+from gateway.history.outbox import Outbox
+from gateway.history.outbox_forwarder import Forwarder
 from gateway.store.cosmos import CosmosEventStore
 from tests.cosmos_fixture import CosmosServerError, start_cosmos_server
 from tests.builders import ids, reading

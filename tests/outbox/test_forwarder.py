@@ -8,8 +8,8 @@ from pathlib import Path
 import anyio
 import pytest
 
-from gateway.outbox import Outbox
-from gateway.outbox_forwarder import Forwarder
+from gateway.history.outbox import Outbox
+from gateway.history.outbox_forwarder import Forwarder
 from gateway.store.errors import StoreUnavailable
 from gateway.store.sqlite import SqliteEventStore
 from tests.backends import opened_sqlite

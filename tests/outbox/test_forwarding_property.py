@@ -11,8 +11,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gateway.outbox import Outbox
-from gateway.outbox_forwarder import Forwarder
+from gateway.history.outbox import Outbox
+from gateway.history.outbox_forwarder import Forwarder
 from gateway.store.errors import StoreUnavailable
 from gateway.store.sqlite import SqliteEventStore
 from tests.builders import ids, reading

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.outbox import Outbox, OutboxFull
-from gateway.outbox_forwarder import Forwarder
+from gateway.history.outbox import Outbox, OutboxFull
+from gateway.history.outbox_forwarder import Forwarder
 from gateway.store.errors import EventIdConflict, StoreUnavailable
 from gateway.store.model import EventMetadata, NewEvent
 from gateway.store.sqlite import SqliteEventStore
@@ -89,7 +89,7 @@ async def test_full_outbox_refuses_whole_puts_alarms_once_and_accepts_after_drai
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     far = await SqliteEventStore.open(tmp_path / "far.sqlite3")
-    caplog.set_level(logging.INFO, logger="gateway.outbox")
+    caplog.set_level(logging.INFO, logger="gateway.history.outbox")
     async with await Outbox.open(tmp_path / "outbox.sqlite3", 4_000) as outbox:
         queued = 0
         with pytest.raises(OutboxFull) as refused:
@@ -126,7 +126,7 @@ async def test_the_full_alarm_is_the_files_every_process_sees_it_and_it_is_raise
     # refusals are in the file, not in the memory of the process that was refused.
     path = tmp_path / "outbox.sqlite3"
     far = await SqliteEventStore.open(tmp_path / "far.sqlite3")
-    caplog.set_level(logging.INFO, logger="gateway.outbox")
+    caplog.set_level(logging.INFO, logger="gateway.history.outbox")
     async with await Outbox.open(path, 4_000) as running, await Outbox.open(path, 4_000) as beside:
         for i in range(10):
             await running.put("m1:2026", [reading(f"e{i}", pad=180)])

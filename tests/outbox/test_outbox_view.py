@@ -10,12 +10,12 @@ from pathlib import Path
 import anyio
 import pytest
 
-from gateway.outbox import Outbox
-from gateway.meter import MeterState
-from gateway.outbox_forwarder import Forwarder
-from gateway.cached_repository import CachingRepository
-from gateway.repository import MeterRepository
-from gateway.sinks import OutboxView
+from gateway.history.outbox import Outbox
+from gateway.domain.meter import MeterState
+from gateway.history.outbox_forwarder import Forwarder
+from gateway.history.cached_repository import CachingRepository
+from gateway.history.repository import MeterRepository
+from gateway.history.sinks import OutboxView
 from gateway.store.errors import StoreUnavailable, StreamNotFound
 from gateway.store.model import NO_STREAM
 from tests.backends import opened_sqlite

@@ -32,8 +32,8 @@ GUARD_S = 60.0  # a guard against a hung child, not a performance assertion
 
 
 async def child(outbox_path: str, far_path: str, count: int) -> None:
-    from gateway.outbox import Outbox
-    from gateway.outbox_forwarder import Forwarder
+    from gateway.history.outbox import Outbox
+    from gateway.history.outbox_forwarder import Forwarder
     from gateway.store.sqlite import SqliteEventStore
     from tests.builders import reading
     from tests.outbox import FaultyStore

@@ -12,7 +12,7 @@ import pytest
 
 from tests.cosmos_fixture import KEY_ENV, CosmosServer, cosmos_server  # noqa: F401  (session fixture)
 from gateway.cli import main
-from gateway.mapper import decode
+from gateway.domain.mapper import decode
 from gateway.personal.assignments import Assignments
 from gateway.personal.crypto import ERASED, encrypt_field, reveal
 from gateway.personal.events import PersonalDataErased, assignment_stream_id

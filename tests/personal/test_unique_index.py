@@ -12,7 +12,7 @@ from typing import AsyncIterator
 
 import pytest
 
-from gateway.mapper import to_new_event
+from gateway.domain.mapper import to_new_event
 from gateway.personal.assignments import Assignments
 from gateway.personal.crypto import ERASED, encrypt_field
 from gateway.personal.events import MeterAssigned, assignment_stream_id

@@ -26,11 +26,11 @@ from drivers.simulator import (
 )
 from drivers.simulator.fleet import fleet
 from gateway.config import parse_config
-from gateway.events import DomainEvent, IntervalsRecorded, MeterEventLogged
-from gateway.mapper import decode
-from gateway.meter_reading import PollerSettings, catch_up_ranges
-from gateway.poll_result import STEP_ORDER, PollSummary
-from gateway.poller import Poller
+from gateway.domain.events import DomainEvent, IntervalsRecorded, MeterEventLogged
+from gateway.domain.mapper import decode
+from gateway.polling.meter_reading import PollerSettings, catch_up_ranges
+from gateway.domain.poll_result import STEP_ORDER, PollSummary
+from gateway.polling.poller import Poller
 from gateway.wiring import open_poller
 
 from . import SECRETS, fleet_toml

@@ -31,13 +31,13 @@ from anyio.abc import Process
 
 from drivers.simulator import Framing, MeterSimulator, SimulatorConfig, expected_profile_rows, expected_register
 from drivers.simulator.fleet import fleet
-from gateway.events import IntervalsRecorded, MeterRegistered, RegisterRead
-from gateway.mapper import decode
-from gateway.outbox import Outbox
+from gateway.domain.events import IntervalsRecorded, MeterRegistered, RegisterRead
+from gateway.domain.mapper import decode
+from gateway.history.outbox import Outbox
 from gateway.store.cosmos import CosmosEventStore
 from gateway.store.model import RecordedEvent
-from gateway.outbox_forwarder import Forwarder
-from gateway.sinks import OutboxView
+from gateway.history.outbox_forwarder import Forwarder
+from gateway.history.sinks import OutboxView
 from gateway.store.errors import StreamNotFound
 from tests.cosmos_fixture import (  # noqa: F401 (cosmos_server is a fixture)
     EMULATOR_KEY,

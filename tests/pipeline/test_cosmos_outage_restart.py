@@ -23,12 +23,12 @@ import pytest
 from drivers.simulator import Framing, MeterSimulator, SimulatorConfig
 from drivers.simulator.fleet import fleet
 from gateway.config import parse_config
-from gateway.events import RegisterRead, YearStreamOpened
-from gateway.mapper import decode
-from gateway.outbox import Outbox
-from gateway.outbox_forwarder import Forwarder
-from gateway.poll_result import STEP_ORDER
-from gateway.repository import MeterRepository
+from gateway.domain.events import RegisterRead, YearStreamOpened
+from gateway.domain.mapper import decode
+from gateway.history.outbox import Outbox
+from gateway.history.outbox_forwarder import Forwarder
+from gateway.domain.poll_result import STEP_ORDER
+from gateway.history.repository import MeterRepository
 from gateway.store.cosmos import CosmosEventStore
 from gateway.store.sqlite import SqliteEventStore
 from gateway.wiring import ForwarderSettings, open_poller

@@ -25,18 +25,18 @@ from drivers.simulator import (
 )
 from drivers.simulator.fleet import fleet
 from gateway.config import FleetConfig, parse_config
-from gateway.events import (
+from gateway.domain.events import (
     IntervalsRecorded,
     MeterEventLogged,
     MeterRegistered,
     RegisterRead,
     YearStreamOpened,
 )
-from gateway.mapper import decode
-from gateway.health import HealthStore
-from gateway.poll_result import PollSummary
-from gateway.repository import MeterRepository
-from gateway.scheduler import Scheduler
+from gateway.domain.mapper import decode
+from gateway.polling.health import HealthStore
+from gateway.domain.poll_result import PollSummary
+from gateway.history.repository import MeterRepository
+from gateway.polling.scheduler import Scheduler
 from gateway.wiring import open_poller
 from tests.backends import sqlite_events
 

@@ -15,7 +15,7 @@ import pytest
 from drivers.simulator import Framing, MeterFaults, MeterSimulator, SimulatorConfig
 from drivers.simulator.fleet import fleet
 from gateway.config import parse_config
-from gateway.scheduler import Scheduler
+from gateway.polling.scheduler import Scheduler
 from gateway.wiring import open_poller
 
 from . import SECRETS, fleet_toml

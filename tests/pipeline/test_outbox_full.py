@@ -19,8 +19,8 @@ import pytest
 from drivers.simulator import Framing, MeterSimulator, SimulatorConfig
 from drivers.simulator.fleet import fleet
 from gateway.config import load_config
-from gateway.outbox import Outbox
-from gateway.poll_result import STEP_ORDER
+from gateway.history.outbox import Outbox
+from gateway.domain.poll_result import STEP_ORDER
 from gateway.store.cosmos import CosmosEventStore
 from gateway.wiring import ForwarderSettings, open_poller
 from tests.cosmos_fixture import EMULATOR_KEY, KEY_ENV, CosmosServer, cosmos_server  # noqa: F401 (fixture)

@@ -15,9 +15,9 @@ from anyio import wait_all_tasks_blocked
 from drivers.simulator import Framing, MeterSimulator, SimulatorConfig
 from drivers.simulator.fleet import fleet
 from gateway.config import parse_config
-from gateway.health import HealthStore, PollOutcome
-from gateway.history import CachedHistory
-from gateway.poll_result import STEP_ORDER
+from gateway.polling.health import HealthStore, PollOutcome
+from gateway.history.meter_history import CachedHistory
+from gateway.domain.poll_result import STEP_ORDER
 from gateway.wiring import open_poller
 
 from . import SECRETS, fleet_toml
@@ -47,7 +47,7 @@ async def test_a_poll_recorded_by_another_process_during_ours_is_noticed(
                 assert poller.history.repository.is_cached(meter, START.year)
                 other = await HealthStore.open(poller.health.path)
                 try:
-                    with caplog.at_level(logging.INFO, logger="gateway.history"):
+                    with caplog.at_level(logging.INFO, logger="gateway.history.meter_history"):
                         async with anyio.create_task_group() as tg:
                             tg.start_soon(poller.poll, meter, STEP_ORDER)
                             await wait_all_tasks_blocked()  # ours is waiting for the meter's reply
@@ -60,6 +60,6 @@ async def test_a_poll_recorded_by_another_process_during_ours_is_noticed(
                 # Its cached state is gone: the next poll loads the meter's state from the store.
                 assert not poller.history.repository.is_cached(meter, START.year)
                 caplog.clear()
-                with caplog.at_level(logging.INFO, logger="gateway.history"):
+                with caplog.at_level(logging.INFO, logger="gateway.history.meter_history"):
                     assert (await poller.poll(meter, STEP_ORDER)).ok
                 assert not [r for r in caplog.records if NOTICED in r.getMessage()]

@@ -22,13 +22,13 @@ import pytest
 from drivers.simulator import Framing, MeterSimulator, SimulatorConfig, expected_register
 from drivers.simulator.fleet import fleet
 from gateway.config import parse_config
-from gateway.events import RegisterRead
-from gateway.mapper import decode
+from gateway.domain.events import RegisterRead
+from gateway.domain.mapper import decode
 from gateway.wiring import open_poller
 from gateway.projections import DAILY_CONSUMPTION, FLEET_OVERVIEW, LATEST_READING, SqliteViewStore, views_path
 from gateway.projections.runner_lock import projection_runner, runner_lock_path
-from gateway.run_projections import run_projections
-from gateway.scheduler import Scheduler
+from gateway.projections.run_projections import run_projections
+from gateway.polling.scheduler import Scheduler
 from gateway.store.sqlite import SqliteEventStore
 
 from . import SECRETS, fleet_toml

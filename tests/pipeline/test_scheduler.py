@@ -20,10 +20,10 @@ from hypothesis import strategies as st
 from drivers.simulator import Framing, MeterSimulator, SimulatorConfig
 from drivers.simulator.fleet import fleet
 from gateway.config import FleetConfig, Schedule, parse_config
-from gateway.poll_result import PollStep, StepError
-from gateway.meter_reading import PollerSettings, catch_up_ranges
-from gateway.poll_result import PollSummary
-from gateway.scheduler import ALL_STEPS, Scheduler, backoff_delay, first_slot, slot_time
+from gateway.domain.poll_result import PollStep, StepError
+from gateway.polling.meter_reading import PollerSettings, catch_up_ranges
+from gateway.domain.poll_result import PollSummary
+from gateway.polling.scheduler import ALL_STEPS, Scheduler, backoff_delay, first_slot, slot_time
 from gateway.wiring import open_poller
 
 from . import ABSENT, SECRETS, fleet_toml

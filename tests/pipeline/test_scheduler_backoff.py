@@ -21,10 +21,10 @@ import pytest
 from drivers.simulator import Framing, MeterFaults, MeterSimulator, SimulatorConfig
 from drivers.simulator.fleet import fleet
 from gateway.config import FleetConfig, parse_config
-from gateway.poll_result import PollStep, StepError
-from gateway.poll_result import PollSummary
-from gateway.poller import Poller
-from gateway.scheduler import BACKOFF_AFTER, MAX_BACKOFF_SLOTS, Scheduler
+from gateway.domain.poll_result import PollStep, StepError
+from gateway.domain.poll_result import PollSummary
+from gateway.polling.poller import Poller
+from gateway.polling.scheduler import BACKOFF_AFTER, MAX_BACKOFF_SLOTS, Scheduler
 from gateway.wiring import open_poller
 
 from . import ABSENT, SECRETS, fleet_toml
@@ -103,7 +103,7 @@ async def test_an_absent_meter_backs_off_and_its_bus_neighbours_stop_waiting_for
 async def test_a_meter_that_comes_back_is_polled_at_every_cycle_after_its_first_success(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="gateway.scheduler")
+    caplog.set_level(logging.INFO, logger="gateway.polling.scheduler")
     async with _fleet(tmp_path, absent=False) as (simulator, config, poller):
         scheduler = Scheduler(config, poller)
         silent = "sim-0001"  # on the HDLC bus
@@ -118,7 +118,7 @@ async def test_a_meter_that_comes_back_is_polled_at_every_cycle_after_its_first_
     # Its next slot was due at the first cycle after healing; from its first success on, every cycle.
     assert [silent in summaries for summaries, _ in back] == [True, True, True, True]
     assert all(summaries[silent].ok for summaries, _ in back), [s[silent].describe_error() for s, _ in back]
-    messages = [r.getMessage() for r in caplog.records if r.name == "gateway.scheduler"]
+    messages = [r.getMessage() for r in caplog.records if r.name == "gateway.polling.scheduler"]
     assert any(m.startswith(f"meter {silent}: 3 consecutive failed polls; backoff") for m in messages), messages
     assert any(m.startswith(f"meter {silent}: answered again after 3 failed polls") for m in messages), messages
 

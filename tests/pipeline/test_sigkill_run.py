@@ -32,8 +32,8 @@ from anyio.abc import Process
 
 from drivers.simulator import Framing, MeterSimulator, SimulatorConfig, expected_events, expected_profile_rows
 from drivers.simulator.fleet import fleet
-from gateway.events import IntervalsRecorded, MeterEventLogged, MeterRegistered, RegisterRead
-from gateway.mapper import decode
+from gateway.domain.events import IntervalsRecorded, MeterEventLogged, MeterRegistered, RegisterRead
+from gateway.domain.mapper import decode
 from tests.backends import sqlite_events
 
 from . import SECRETS, fleet_toml

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from gateway.events import (
+from gateway.domain.events import (
     ClockChecked,
     ClockDriftDetected,
     DomainEvent,
@@ -26,7 +26,7 @@ from gateway.events import (
     MeterRegistered,
     RegisterRead,
 )
-from gateway.mapper import to_new_event
+from gateway.domain.mapper import to_new_event
 from gateway.projections import (
     VIEW_NAMES,
     ProjectionEngine,
@@ -38,7 +38,7 @@ from gateway.projections import (
 from gateway.store.base import EventStore
 from gateway.store.model import EventMetadata
 from gateway.store.sqlite import SqliteEventStore
-from gateway.streams import stream_id, year_of
+from gateway.domain.streams import stream_id, year_of
 
 COPENHAGEN = ZoneInfo("Europe/Copenhagen")
 IMPORT = "1.0.1.8.0.255"

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.events import RegisterRead
+from gateway.domain.events import RegisterRead
 from gateway.projections import DAILY_CONSUMPTION, LATEST_READING
 from gateway.config import parse_config
 from gateway.projections.views import DAY_SETTLE, DailyFigure, daily_figures, day_settle, drift_exceeded

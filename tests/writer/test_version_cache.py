@@ -1,7 +1,7 @@
 """StreamVersionCache: bounded LRU of stream heads with hit/miss counters."""
 import pytest
 
-from gateway.version_cache import StreamVersionCache
+from gateway.history.version_cache import StreamVersionCache
 
 
 def test_get_counts_hits_and_misses() -> None:

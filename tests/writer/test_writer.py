@@ -21,7 +21,7 @@ from gateway.store import (
     WrongExpectedVersion,
 )
 from gateway.store.sqlite import SqliteEventStore
-from gateway.writer import BatchedWriter, WriterClosed, WriterQueueFull
+from gateway.history.writer import BatchedWriter, WriterClosed, WriterQueueFull
 from tests.builders import new_event, readings
 
 pytestmark = pytest.mark.anyio

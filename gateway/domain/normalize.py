@@ -16,7 +16,7 @@ from typing import Final
 
 from drivers.readings import CaptureColumn, ProfileReading, ProfileRow, RegisterReading
 from gateway.config.model import FleetConfig, MeterConfig
-from gateway.events import (
+from gateway.domain.events import (
     ClockChecked,
     ClockDriftDetected,
     DomainEvent,
@@ -28,16 +28,16 @@ from gateway.events import (
     RegisterRead,
     SuspectReadingFlagged,
 )
-from gateway.mapper import to_new_event
-from gateway.meter import MeterState
-from gateway.poll_result import PollResult, PollStep
-from gateway.repository import MeterRepository
+from gateway.domain.mapper import to_new_event
+from gateway.domain.meter import MeterState
+from gateway.domain.poll_result import PollResult, PollStep
+from gateway.history.repository import MeterRepository
 from gateway.store import codec
 from gateway.store.codec import iso_utc
 from gateway.store.model import NO_STREAM, EventMetadata, NewEvent
-from gateway.streams import MAX_YEAR, MIN_YEAR, split_by_year, stream_id, year_of
-from gateway.quantities import Quantity, event_meaning, quantity_of
-from gateway.vee import (
+from gateway.domain.streams import MAX_YEAR, MIN_YEAR, split_by_year, stream_id, year_of
+from gateway.domain.quantities import Quantity, event_meaning, quantity_of
+from gateway.domain.vee import (
     GOOD,
     VeeRules,
     Verdict,

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from gateway.config import ConfigError, FleetConfig, load_config
-from gateway.scheduler import MeterBackoff
+from gateway.polling.scheduler import MeterBackoff
 
 
 class ReloadRefused(Exception):

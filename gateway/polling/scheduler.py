@@ -20,8 +20,8 @@ import anyio
 from anyio import CapacityLimiter
 
 from gateway.config.model import FleetConfig, Limits, MeterConfig, Schedule
-from gateway.poll_result import PollStep, StepError
-from gateway.poll_result import PollSummary
+from gateway.domain.poll_result import PollStep, StepError
+from gateway.domain.poll_result import PollSummary
 
 log = logging.getLogger(__name__)
 
@@ -37,14 +37,14 @@ ALL_STEPS: frozenset[PollStep] = frozenset({"identity", *SCHEDULE_STEPS.values()
 COALESCE_FRACTION = 0.1
 BACKOFF_AFTER = 3  # consecutive failed polls before a meter is polled less often
 MAX_BACKOFF_SLOTS = 8  # a backed-off meter is still polled at least once in this many slots
-# Failures a new poll cannot cure until the config changes (gateway.poller's summaries).
+# Failures a new poll cannot cure until the config changes (gateway.polling.poller's summaries).
 CONFIG_ERROR_KINDS = frozenset({"ConfigError", "SecretUnavailable"})
 # A failure of the store, not the meter: says nothing about whether the meter answers.
 STORE_ERROR_KINDS = frozenset({"StateUnavailable"})
 
 
 class MeterPoller(Protocol):
-    """What the scheduler needs of a poller (``gateway.poller.Poller``)."""
+    """What the scheduler needs of a poller (``gateway.polling.poller.Poller``)."""
 
     now: Callable[[], datetime]
 

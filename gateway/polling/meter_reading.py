@@ -27,7 +27,7 @@ from drivers.readers import (
 from drivers.readings import ClockReading, EventLogEntry, Identity, ProfileReading, RegisterReading, RegisterRefused
 from drivers.session import DlmsSession
 from gateway.config.model import MeterConfig
-from gateway.poll_result import NOT_ATTEMPTED, PollStep, StepError, safe_message
+from gateway.domain.poll_result import NOT_ATTEMPTED, PollStep, StepError, safe_message
 
 ONE_SECOND = timedelta(seconds=1)
 

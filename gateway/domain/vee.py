@@ -1,6 +1,6 @@
 """Validation rules (the V of a utility's VEE) for readings before they become stored truth.
 
-Pure functions returning a typed ``Verdict``; the normalizer (``gateway.normalize``) applies them and
+Pure functions returning a typed ``Verdict``; the normalizer (``gateway.domain.normalize``) applies them and
 turns a suspect verdict into a ``SuspectReadingFlagged`` event instead of a ``RegisterRead`` or an
 interval row. Suspect readings therefore never move the meter state's last good value, and the next
 reading is checked against the last *good* one.

@@ -38,7 +38,7 @@ from gateway.store.base import BatchOutcome
 from gateway.store.errors import StoreError, StoreUnavailable, WrongExpectedVersion
 from gateway.store.model import AppendRequest, AppendResult, NewEvent
 from gateway.store.reconcile import reconcile
-from gateway.version_cache import StreamVersionCache
+from gateway.history.version_cache import StreamVersionCache
 
 log = logging.getLogger(__name__)
 

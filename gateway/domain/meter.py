@@ -17,7 +17,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any, Final
 
-from gateway.events import (
+from gateway.domain.events import (
     CarryOver,
     ClockChecked,
     ClockDriftDetected,

@@ -3,7 +3,7 @@
 Every event is a frozen value with a type name (``TYPE``) and a payload schema version
 (``SCHEMA_VERSION``). ``to_data()`` gives the JSON-ready payload stored by the event store
 (gateway.store.codec conventions: Decimal as a string, datetimes as ISO-8601 UTC, camelCase keys);
-``from_data()`` reads it back. ``gateway.mapper`` registers the types (``EVENT_CLASSES``) and maps
+``from_data()`` reads it back. ``gateway.domain.mapper`` registers the types (``EVENT_CLASSES``) and maps
 events to and from the store (``to_new_event``, ``decode``, upcasting); this module imports no event
 module of a feature, so it sits below them all. Values are in SI base units (Wh, W, V, A, s) as ``Decimal`` with
 their unit spelled out, times are aware UTC datetimes, OBIS codes are strings like "1.0.1.8.0.255".
@@ -516,4 +516,4 @@ EVENT_CLASSES: tuple[type[DomainEvent], ...] = (
     MeterRegistered, RegisterRead, IntervalsRecorded, ClockChecked, ClockDriftDetected,
     MeterEventLogged, ReadingGapDetected, SuspectReadingFlagged, YearStreamOpened,
 )
-"""The event types of a meter's year streams; ``gateway.mapper`` registers them."""
+"""The event types of a meter's year streams; ``gateway.domain.mapper`` registers them."""

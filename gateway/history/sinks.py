@@ -12,12 +12,12 @@ from typing import Awaitable, Callable, Protocol, Sequence, TypeVar
 
 import anyio
 
-from gateway.outbox import LocalState, Outbox, OutboxState
-from gateway.outbox_forwarder import Forwarder
+from gateway.history.outbox import LocalState, Outbox, OutboxState
+from gateway.history.outbox_forwarder import Forwarder
 from gateway.store.base import EventStore
 from gateway.store.errors import StoreUnavailable, StreamNotFound
 from gateway.store.model import NO_STREAM, AppendResult, NewEvent, RecordedEvent, Snapshot, StreamInfo
-from gateway.writer import BatchedWriter
+from gateway.history.writer import BatchedWriter
 
 log = logging.getLogger(__name__)
 

@@ -13,12 +13,12 @@ from typing import Iterable, Protocol
 
 import anyio
 
-from gateway.meter import SNAPSHOT_SCHEMA_VERSION, MeterState
-from gateway.repository import MeterRepository
+from gateway.domain.meter import SNAPSHOT_SCHEMA_VERSION, MeterState
+from gateway.history.repository import MeterRepository
 from gateway.store.base import EventStore
 from gateway.store.errors import StoreError
 from gateway.store.model import NO_STREAM, Snapshot
-from gateway.streams import meter_stream_prefix, stream_id
+from gateway.domain.streams import meter_stream_prefix, stream_id
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +26,7 @@ SNAPSHOT_WAIT_S = 2.0  # a snapshot save waits no longer for a far store (the po
 
 
 class LocalStates(Protocol):
-    """Where the last known state of each stream is kept across restarts (``gateway.sinks.OutboxView``:
+    """Where the last known state of each stream is kept across restarts (``gateway.history.sinks.OutboxView``:
     the outbox file); the store read through then prefers it to the far store."""
 
     async def save_local(self, snapshot: Snapshot) -> None: ...

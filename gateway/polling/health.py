@@ -7,7 +7,7 @@ loses nothing but the status view and the event-log read cursors (the poller the
 of the log and drops what is already stored).
 
 The gateway writes it through its own connection (WAL lets it sit beside the store's connection),
-owned through ``gateway.sqlite_file``.
+owned through ``gateway.store.sqlite_file``.
 """
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable, Mapping, TypeVar
 
-from gateway.sqlite_file import SqliteFile, immediate_transaction
+from gateway.store.sqlite_file import SqliteFile, immediate_transaction
 
 T = TypeVar("T")
 

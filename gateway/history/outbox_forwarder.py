@@ -1,4 +1,4 @@
-"""Forwarder: drains the local outbox (``gateway.outbox``) to the far event store, exactly once.
+"""Forwarder: drains the local outbox (``gateway.history.outbox``) to the far event store, exactly once.
 
 Each round appends the oldest pending events of the longest-waiting streams with one
 ``append_batch`` at the far heads recorded in the outbox and settles the outcome locally in one
@@ -14,7 +14,7 @@ from typing import Awaitable, Callable, TypeVar
 
 import anyio
 
-from gateway.outbox import Outbox, Settlement, StreamBatch
+from gateway.history.outbox import Outbox, Settlement, StreamBatch
 from gateway.store.base import EventStore
 from gateway.store.errors import (
     AppendTooLarge,

@@ -20,16 +20,16 @@ from drivers.meters import profile_for
 from drivers.session import InvocationCounterStore
 from gateway.config.errors import SecretUnavailable
 from gateway.config.model import FleetConfig, MeterConfig
-from gateway.health import HealthStore, PollOutcome
-from gateway.history import NOTHING_RECORDED, RECORD_FAILURES, MeterHistory, findings
-from gateway.meter_link import open_session
-from gateway.meter_reading import MeterReader, PollerSettings, Reads
-from gateway.normalize import AppendPlan, NormalizeSettings, usable_readings
-from gateway.poll_result import NOT_ATTEMPTED, STEP_ORDER, PollResult, PollStep, PollSummary, StepError, safe_message
+from gateway.polling.health import HealthStore, PollOutcome
+from gateway.history.meter_history import NOTHING_RECORDED, RECORD_FAILURES, MeterHistory, findings
+from gateway.polling.meter_link import open_session
+from gateway.polling.meter_reading import MeterReader, PollerSettings, Reads
+from gateway.domain.normalize import AppendPlan, NormalizeSettings, usable_readings
+from gateway.domain.poll_result import NOT_ATTEMPTED, STEP_ORDER, PollResult, PollStep, PollSummary, StepError, safe_message
 from gateway.store.errors import StoreError, StoreFull, StoreUnavailable
 
 if TYPE_CHECKING:
-    from gateway.meter import MeterState
+    from gateway.domain.meter import MeterState
 
 log = logging.getLogger(__name__)
 

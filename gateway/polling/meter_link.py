@@ -16,7 +16,7 @@ from drivers.transport.base import Transport
 from drivers.transport.hdlc import HdlcTcpTransport
 from drivers.transport.wrapper import WrapperTransport
 from gateway.config.model import ConcentratorConfig, FleetConfig, MeterConfig, OpticalPortConfig
-from gateway.logsetup import register_secret
+from gateway.config.logsetup import register_secret
 
 
 def open_session(

@@ -31,9 +31,9 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import gateway.events as core_events
+import gateway.domain.events as core_events
 import gateway.personal.events as personal_events
-from gateway.events import (
+from gateway.domain.events import (
     DomainEvent,
     MalformedEventData,
     UnknownEventType,
@@ -140,7 +140,7 @@ def _build() -> EventMapper:
 
 
 MAPPER = _build()
-"""The gateway's mapper: every event type of ``gateway.events`` and ``gateway.personal.events``."""
+"""The gateway's mapper: every event type of ``gateway.domain.events`` and ``gateway.personal.events``."""
 
 EVENT_TYPES: Mapping[str, type[DomainEvent]] = MAPPER.types
 to_new_event = MAPPER.to_new_event

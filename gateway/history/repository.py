@@ -16,9 +16,9 @@ from dataclasses import replace
 from datetime import datetime, timezone
 from typing import Sequence
 
-from gateway.events import MalformedEventData, UnknownEventType, UnsupportedSchemaVersion
-from gateway.mapper import decode, to_new_event
-from gateway.meter import SNAPSHOT_SCHEMA_VERSION, MeterState, UnsupportedSnapshot
+from gateway.domain.events import MalformedEventData, UnknownEventType, UnsupportedSchemaVersion
+from gateway.domain.mapper import decode, to_new_event
+from gateway.domain.meter import SNAPSHOT_SCHEMA_VERSION, MeterState, UnsupportedSnapshot
 from gateway.store import (
     NO_STREAM,
     EventMetadata,
@@ -28,7 +28,7 @@ from gateway.store import (
     Snapshot,
     StreamNotFound,
 )
-from gateway.streams import StreamNameError, meter_stream_prefix, parse_stream_id, stream_id
+from gateway.domain.streams import StreamNameError, meter_stream_prefix, parse_stream_id, stream_id
 
 log = logging.getLogger(__name__)
 

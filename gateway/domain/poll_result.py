@@ -1,7 +1,7 @@
 """What one poll of one meter read: the driver readings of every step, bundled as one value.
 
 The poller fills a ``PollResult`` from the readers (``drivers.readers``) and hands it to the
-normalizer (``gateway.normalize``), which turns it into domain events. A step that failed leaves
+normalizer (``gateway.domain.normalize``), which turns it into domain events. A step that failed leaves
 its readings empty and records a ``StepError`` instead, so a poll that read the registers but timed
 out on the load profile still stores the registers. ``read_time`` is the gateway's UTC time of the
 poll; it stamps readings that carry no time of their own (class 3 registers).

@@ -12,7 +12,7 @@ from dataclasses import replace
 from datetime import timezone
 from typing import Final
 
-from gateway.events import (
+from gateway.domain.events import (
     ClockChecked,
     ClockDriftDetected,
     DomainEvent,

@@ -17,18 +17,18 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
-from gateway.cached_repository import CachingRepository
+from gateway.history.cached_repository import CachingRepository
 from gateway.config.model import MeterConfig
-from gateway.events import ReadingGapDetected, SuspectReadingFlagged
-from gateway.meter import MeterState
-from gateway.normalize import AppendPlan, NormalizeSettings, load_states, plan_poll
-from gateway.outbox import OutboxState
-from gateway.poll_result import PollResult
-from gateway.sinks import EventSink, OutboxSink, OutboxView, WriterSink
+from gateway.domain.events import ReadingGapDetected, SuspectReadingFlagged
+from gateway.domain.meter import MeterState
+from gateway.domain.normalize import AppendPlan, NormalizeSettings, load_states, plan_poll
+from gateway.history.outbox import OutboxState
+from gateway.domain.poll_result import PollResult
+from gateway.history.sinks import EventSink, OutboxSink, OutboxView, WriterSink
 from gateway.store.base import EventStore
 from gateway.store.errors import EventIdConflict, StoreError
 from gateway.store.reconcile import reconcile
-from gateway.writer import BatchedWriter, WriterError
+from gateway.history.writer import BatchedWriter, WriterError
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """Local store-and-forward outbox: events made durable on the box before they go to Cosmos DB.
 
 When the fleet's store is Cosmos, the pipeline ``put``s each append into this SQLite file (a put that
-returned survives a power cut) and ``gateway.outbox_forwarder`` drains it to the far store in
+returned survives a power cut) and ``gateway.history.outbox_forwarder`` drains it to the far store in
 per-stream order, exactly once; the file also keeps each stream's last local meter state and the
 poison table. Tables, size bound and alarm: docs/architecture.md, "Outbox".
 """
@@ -17,7 +17,7 @@ from typing import Callable, Iterable, Mapping, Sequence, TypeVar
 
 import anyio
 
-from gateway.sqlite_file import SqliteFile
+from gateway.store.sqlite_file import SqliteFile
 from gateway.store import codec
 from gateway.store.errors import EventIdConflict, StoreFull, StoreUnavailable
 from gateway.store.model import NewEvent
