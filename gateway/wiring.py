@@ -1,4 +1,9 @@
-"""The composition root of a poller: which store, sink, health table and counters a fleet gets.
+"""The composition root: the one place that picks backends for a fleet's ``[store]``.
+
+``open_poller`` (the polling side), ``open_views`` (the read side: event store and view store) and
+``open_assignments`` (personal data: key store and unique index) each build SQLite or Cosmos DB
+objects from the config; ``cosmos_config_for`` is the one builder of a Cosmos client configuration
+from it. Nothing else in the package chooses a backend.
 
 ``open_poller(fleet, ...)`` wires a ``gateway.polling.poller.Poller`` to its backend. SQLite (the default,
 or ``db_path``): the event store file, the batched writer as the sink, the health table in the same
@@ -11,7 +16,7 @@ poller itself knows none of this: it talks to a ``MeterHistory`` (``gateway.hist
 from __future__ import annotations
 
 import logging
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -20,16 +25,21 @@ from typing import TYPE_CHECKING, AsyncIterator, Callable, Mapping
 import anyio
 
 from drivers.session import FileInvocationCounterStore, InvocationCounterStore
-from gateway.config.model import CosmosStoreConfig, FleetConfig, SqliteStoreConfig
-from gateway.polling.health import HealthStore
+from gateway.config.model import CosmosStoreConfig, FleetConfig, SqliteStoreConfig, StoreConfig
+from gateway.history.meter_history import embedded_history, forwarded_history
 from gateway.history.outbox import Outbox
 from gateway.history.outbox_forwarder import Forwarder
+from gateway.history.sinks import OutboxSink, OutboxView, describe_outbox
+from gateway.history.writer import BatchedWriter
+from gateway.personal.assignments import Assignments
+from gateway.personal.keys import KeyStore, SqliteKeyStore, key_store_path_for
+from gateway.personal.unique_index import UniqueIndex, unique_index_path_for
+from gateway.polling.health import HealthStore
 from gateway.polling.meter_reading import PollerSettings
 from gateway.polling.poller import Poller, utc_now
-from gateway.history.meter_history import embedded_history, forwarded_history
-from gateway.history.sinks import OutboxSink, OutboxView, describe_outbox
+from gateway.projections import SqliteViewStore, ViewStore, ViewsUnavailable, views_path
+from gateway.store.base import EventStore
 from gateway.store.sqlite import SqliteEventStore
-from gateway.history.writer import BatchedWriter
 
 if TYPE_CHECKING:
     from gateway.store.cosmos_client import CosmosConfig
@@ -185,4 +195,103 @@ async def _supervised(forwarder: Forwarder, backoff_max_s: float) -> None:
         backoff = min(backoff * 2, backoff_max_s)
 
 
-__all__ = ["ForwarderSettings", "UnsupportedStore", "cosmos_config_for", "counters_directory", "open_poller"]
+# -- personal data -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class PersonalDataPaths:
+    """The files of personal-data handling beside a SQLite event store."""
+
+    store: Path
+    keys: Path
+    unique_index: Path
+
+    @classmethod
+    def next_to(cls, store_path: Path) -> PersonalDataPaths:
+        return cls(store_path, key_store_path_for(store_path), unique_index_path_for(store_path))
+
+
+@asynccontextmanager
+async def open_assignments(fleet: FleetConfig) -> AsyncIterator[Assignments]:
+    """``Assignments`` on the fleet's store. SQLite: key store and unique index are files beside the
+    store file. Cosmos DB: keys in the ``keys`` container of the store's database (created if
+    missing), the unique index beside the outbox file (one fleet = one gateway's config)."""
+    async with AsyncExitStack() as stack:
+        store: EventStore
+        keys: KeyStore
+        if isinstance(fleet.store, SqliteStoreConfig):
+            paths = PersonalDataPaths.next_to(fleet.store.path)
+            paths.store.parent.mkdir(parents=True, exist_ok=True)
+            sqlite_store = await SqliteEventStore.open(paths.store)
+            stack.push_async_callback(sqlite_store.aclose)
+            sqlite_keys = await SqliteKeyStore.open(paths.keys)
+            stack.push_async_callback(sqlite_keys.aclose)
+            store, keys, index_path = sqlite_store, sqlite_keys, paths.unique_index
+        else:
+            # Imported here: the SQLite-only box never loads the Cosmos SDK.
+            from gateway.personal.keys_cosmos import CosmosKeyStore
+            from gateway.store.cosmos import CosmosEventStore
+
+            config = cosmos_config_for(fleet.store)
+            cosmos_store = await CosmosEventStore.open(config)
+            stack.push_async_callback(cosmos_store.aclose)
+            cosmos_keys = await CosmosKeyStore.open(config, create_if_missing=True)
+            stack.push_async_callback(cosmos_keys.aclose)
+            fleet.store.outbox_path.parent.mkdir(parents=True, exist_ok=True)
+            store, keys, index_path = cosmos_store, cosmos_keys, unique_index_path_for(fleet.store.outbox_path)
+        index = await UniqueIndex.open(index_path)
+        stack.push_async_callback(index.aclose)
+        yield Assignments(store, keys, index, fleet.gateway_id)
+
+
+# -- views ---------------------------------------------------------------------------------------
+
+
+@asynccontextmanager
+async def open_views(store: StoreConfig, *, create: bool = False
+                     ) -> AsyncIterator[tuple[EventStore | None, ViewStore]]:
+    """The event store (None for SQLite when it does not exist) and its views. Only ``create``
+    makes views that do not exist yet: reading commands report them missing instead."""
+    events: EventStore | None = None
+    if isinstance(store, SqliteStoreConfig):
+        path = views_path(store.path)
+        if not create and not path.is_file():
+            raise ViewsUnavailable(f"no views at {path} (run `gateway project` first)")
+        views: ViewStore = await SqliteViewStore.open(path)
+        try:
+            if create or store.path.is_file():
+                events = await SqliteEventStore.open(store.path)
+        except BaseException:
+            await views.aclose()
+            raise
+    else:
+        from gateway.projections.view_store_cosmos import CosmosViewStore
+        from gateway.store.cosmos import CosmosEventStore
+
+        try:
+            cosmos = cosmos_config_for(store)
+        except UnsupportedStore as exc:
+            raise ViewsUnavailable(str(exc)) from None
+        views = await CosmosViewStore.open(cosmos, container=store.views_container_name,
+                                           create_if_missing=create)
+        try:
+            events = await CosmosEventStore.open(cosmos)
+        except BaseException:
+            await views.aclose()
+            raise
+    try:
+        yield events, views
+    finally:
+        # Shielded: the caller may be leaving because it was cancelled (gateway run restarting its
+        # projections after a reload), and an unshielded close would stop at its first await,
+        # leaving both connections open.
+        with anyio.CancelScope(shield=True):
+            await views.aclose()
+            if events is not None:
+                await events.aclose()
+
+
+__all__ = [
+    "ForwarderSettings", "PersonalDataPaths", "UnsupportedStore", "cosmos_config_for", "counters_directory",
+    "open_assignments", "open_poller", "open_views",
+]

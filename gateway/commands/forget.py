@@ -18,7 +18,8 @@ import anyio
 
 from gateway.config import ConfigError, load_config
 from gateway.personal.assignments import Forgotten
-from gateway.personal.wiring import PERSONAL_DATA_FAILURES, open_assignments
+from gateway.personal.assignments import PERSONAL_DATA_FAILURES
+from gateway.wiring import open_assignments
 from gateway.personal.events import InvalidAssignmentId
 
 

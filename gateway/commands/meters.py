@@ -25,7 +25,8 @@ from gateway.personal.assignments import (
     InvalidPersonalData,
 )
 from gateway.personal.events import PERSONAL_FIELDS, InvalidAssignmentId
-from gateway.personal.wiring import PERSONAL_DATA_FAILURES, open_assignments
+from gateway.personal.assignments import PERSONAL_DATA_FAILURES
+from gateway.wiring import open_assignments
 from gateway.store.codec import iso_utc
 from gateway.domain.streams import StreamNameError
 

@@ -28,7 +28,9 @@ import anyio
 
 from gateway.config import ConfigError, FleetConfig, load_config
 from gateway.config.logsetup import configure
-from gateway.commands.views import ViewsUnavailable, lag_table, open_views
+from gateway.commands.views import lag_table
+from gateway.projections import ViewsUnavailable
+from gateway.wiring import open_views
 from gateway.projections import (
     VIEW_NAMES,
     ProjectionEngine,

@@ -14,15 +14,9 @@ from pathlib import Path
 import anyio
 import anyio.to_thread
 
-from gateway.commands.views import (
-    ViewsUnavailable,
-    add_source_options,
-    day_settle_of,
-    load_daily,
-    open_views,
-    parse_day,
-    store_config_of,
-)
+from gateway.commands.views import add_source_options, day_settle_of, load_daily, parse_day, store_config_of
+from gateway.projections import ViewsUnavailable
+from gateway.wiring import open_views
 from gateway.projections import DAILY_CONSUMPTION, ViewStoreError, projection_lag
 from gateway.store.cosmos_client import CosmosConfigError
 from gateway.store.errors import StoreError

@@ -4,8 +4,8 @@ Reads the views of the event store given by ``--db`` (a SQLite event store file;
 $GATEWAY_STORE, else ./var/gateway.db; its views file sits next to it) or by the ``[store]`` of
 ``--config`` (SQLite, or Cosmos DB with its views container: ``views_container``, by default
 ``<container>-views``). Never creates views: missing ones
-are reported (run ``gateway project`` first). ``open_views`` is shared with ``gateway project``
-and ``gateway report``. ``views lag`` shows how far each
+are reported (run ``gateway project`` first); the views are opened by the composition root
+(``gateway.wiring.open_views``). ``views lag`` shows how far each
 projection is behind the event store.
 """
 from __future__ import annotations
@@ -13,8 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Sequence
 from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
@@ -24,7 +23,6 @@ import anyio
 
 from gateway.config import (
     ConfigError,
-    CosmosStoreConfig,
     SqliteStoreConfig,
     StoreConfig,
     load_config,
@@ -35,11 +33,10 @@ from gateway.projections import (
     VIEW_NAMES,
     Lag,
     ProjectionError,
-    SqliteViewStore,
     ViewStore,
     ViewStoreError,
+    ViewsUnavailable,
     projection_lag,
-    views_path,
 )
 from gateway.projections.views import (
     DAY_SETTLE,
@@ -50,14 +47,9 @@ from gateway.projections.views import (
     fleet_summary,
 )
 from gateway.config.settings import STORE_ENV_VAR, store_path
-from gateway.store.base import EventStore
-from gateway.store.cosmos_client import CosmosConfig, CosmosConfigError
+from gateway.store.cosmos_client import CosmosConfigError
 from gateway.store.errors import StoreError
-from gateway.store.sqlite import SqliteEventStore
-
-
-class ViewsUnavailable(Exception):
-    """The views (or the event store they belong to) cannot be found or used as asked."""
+from gateway.wiring import open_views
 
 
 def add_source_options(parser: argparse.ArgumentParser) -> None:
@@ -68,13 +60,6 @@ def add_source_options(parser: argparse.ArgumentParser) -> None:
                         help="fleet config: use its [store] (SQLite, or Cosmos DB with a views container)")
 
 
-def cosmos_config_of(store: CosmosStoreConfig) -> CosmosConfig:
-    if store.key.kind != "env":
-        raise ViewsUnavailable("the Cosmos DB key must be given by environment variable")
-    return CosmosConfig(endpoint=store.endpoint, database=store.database, container=store.container,
-                        key_env=store.key.target, verify_tls=store.verify_tls)
-
-
 def store_config_of(db: str | None, config: Path | None) -> StoreConfig:
     """The event store named by --db / --config / the defaults."""
     if config is None:
@@ -83,47 +68,6 @@ def store_config_of(db: str | None, config: Path | None) -> StoreConfig:
         return load_config(config).store
     except ConfigError as exc:
         raise ViewsUnavailable(str(exc)) from exc
-
-
-@asynccontextmanager
-async def open_views(store: StoreConfig, *, create: bool = False
-                     ) -> AsyncIterator[tuple[EventStore | None, ViewStore]]:
-    """The event store (None for SQLite when it does not exist) and its views. Only ``create``
-    makes views that do not exist yet: reading commands report them missing instead."""
-    events: EventStore | None = None
-    if isinstance(store, SqliteStoreConfig):
-        path = views_path(store.path)
-        if not create and not path.is_file():
-            raise ViewsUnavailable(f"no views at {path} (run `gateway project` first)")
-        views: ViewStore = await SqliteViewStore.open(path)
-        try:
-            if create or store.path.is_file():
-                events = await SqliteEventStore.open(store.path)
-        except BaseException:
-            await views.aclose()
-            raise
-    else:
-        from gateway.projections.view_store_cosmos import CosmosViewStore
-        from gateway.store.cosmos import CosmosEventStore
-
-        cosmos = cosmos_config_of(store)
-        views = await CosmosViewStore.open(cosmos, container=store.views_container_name,
-                                           create_if_missing=create)
-        try:
-            events = await CosmosEventStore.open(cosmos)
-        except BaseException:
-            await views.aclose()
-            raise
-    try:
-        yield events, views
-    finally:
-        # Shielded: the caller may be leaving because it was cancelled (gateway run restarting its
-        # projections after a reload), and an unshielded close would stop at its first await,
-        # leaving both connections open.
-        with anyio.CancelScope(shield=True):
-            await views.aclose()
-            if events is not None:
-                await events.aclose()
 
 
 def parse_day(text: str) -> date:

@@ -33,8 +33,9 @@ from gateway.personal.events import (
     assignment_stream_id,
     validate_assignment_id,
 )
-from gateway.personal.keys import KeyStore
+from gateway.personal.keys import KeyStore, KeyStoreError
 from gateway.personal.unique_index import (
+    UniqueIndexError,
     Reservation,
     UniqueIndex,
     UniqueValue,
@@ -264,9 +265,13 @@ class Assignments:
         return Forgotten(assignment_id, destroyed_now, recorded_now, released)
 
 
+
+PERSONAL_DATA_FAILURES = (AssignmentError, PersonalDataError, KeyStoreError, UniqueIndexError, StoreError)
+"""What an operation on assignments may fail with (a command reports it and exits 1)."""
+
 __all__ = [
     "GENERATED_CODE_LENGTH", "Assigned", "Assignment", "AssignmentError", "AssignmentNotFound",
-    "Assignments", "Forgotten", "InvalidPersonalData",
+    "Assignments", "Forgotten", "InvalidPersonalData", "PERSONAL_DATA_FAILURES",
     "generate_activation_code", "normalize_activation_code",
     "normalize_house_number", "normalize_postal_code",
 ]

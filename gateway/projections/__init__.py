@@ -27,6 +27,7 @@ from gateway.projections.view_store import (
     ViewStore,
     ViewStoreError,
     ViewStoreUnavailable,
+    ViewsUnavailable,
     views_path,
 )
 from gateway.projections.views import (
@@ -55,6 +56,6 @@ __all__ = [
     "DAILY_CONSUMPTION", "FLEET_OVERVIEW", "LATEST_READING", "VIEW_NAMES", "Checkpoint",
     "ConflictsPersist", "EngineHooks", "Lag", "Projection", "ProjectionEngine", "ProjectionError",
     "ProjectionStats", "SqliteViewStore", "UnknownProjection", "ViewDoc", "ViewStore",
-    "ViewStoreError", "ViewStoreUnavailable", "default_projections", "events_after", "projection_lag", "views_path",
+    "ViewStoreError", "ViewStoreUnavailable", "ViewsUnavailable", "default_projections", "events_after", "projection_lag", "views_path",
     "zone_lookup",
 ]

@@ -18,7 +18,8 @@ import logging
 
 import anyio
 
-from gateway.commands.views import ViewsUnavailable, open_views
+from gateway.projections import ViewsUnavailable
+from gateway.wiring import open_views
 from gateway.config.model import FleetConfig
 from gateway.projections import ProjectionEngine, ProjectionError, ViewStoreError, default_projections, zone_lookup
 from gateway.projections.runner_lock import ProjectionRunnerBusy, projection_runner, runner_lock_path

@@ -34,6 +34,10 @@ class ViewStoreUnavailable(ViewStoreError):
     """The view store cannot be reached or is locked past its timeout; the call may be retried."""
 
 
+class ViewsUnavailable(Exception):
+    """The views (or the event store they belong to) cannot be found or used as asked."""
+
+
 @dataclass(frozen=True, slots=True)
 class ViewDoc:
     """One document of a view. ``version`` None means "not stored yet" (create it)."""

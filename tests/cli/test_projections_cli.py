@@ -233,7 +233,7 @@ def test_one_projection_runner_per_store(fleet: Path, tmp_path: Path) -> None:
 @pytest.mark.anyio
 async def test_views_opened_by_a_cancelled_task_are_closed(tmp_path: Path) -> None:
     # gateway run cancels its projections task on a config reload: its connections must not leak.
-    from gateway.commands.views import open_views
+    from gateway.wiring import open_views
     from gateway.config.model import SqliteStoreConfig
     from gateway.projections import ViewStoreError
     from gateway.store.errors import StoreUnavailable
