@@ -24,6 +24,7 @@ from gateway.store.errors import (
     WrongExpectedVersion,
 )
 from gateway.store.model import AppendRequest, AppendResult
+from gateway.store.deadline import within
 from gateway.store.reconcile import reconcile
 
 log = logging.getLogger(__name__)
@@ -342,10 +343,4 @@ class Forwarder:
     async def _call(self, call: Callable[[], Awaitable[T]]) -> T:
         """One far-store call; silence for ``store_timeout_s`` counts as unavailability (a write
         that landed anyway is then recognised by the retry)."""
-        try:
-            with anyio.fail_after(self.store_timeout_s):
-                return await call()
-        except TimeoutError:
-            raise StoreUnavailable(
-                f"the far store did not answer within {self.store_timeout_s} s"
-            ) from None
+        return await within(self.store_timeout_s, call, what="the far store")

@@ -37,6 +37,7 @@ from gateway.store.base import EventStore
 from gateway.store.base import BatchOutcome
 from gateway.store.errors import StoreError, StoreUnavailable, WrongExpectedVersion
 from gateway.store.model import AppendRequest, AppendResult, NewEvent
+from gateway.store.deadline import within
 from gateway.store.reconcile import reconcile
 from gateway.history.version_cache import StreamVersionCache
 
@@ -550,13 +551,7 @@ class BatchedWriter:
         attempt = 0
         while True:
             try:
-                try:
-                    with anyio.fail_after(self.store_timeout_s):
-                        return await call()
-                except TimeoutError:
-                    raise StoreUnavailable(
-                        f"the event store did not answer within {self.store_timeout_s} s"
-                    ) from None
+                return await within(self.store_timeout_s, call)
             except StoreUnavailable:
                 if attempt >= self.max_retries:
                     raise
