@@ -8,7 +8,7 @@ as ``Decimal``. ``convert`` moves a base-unit value to a prefixed unit (Wh -> kW
 """
 from __future__ import annotations
 
-from decimal import Decimal
+from decimal import Context, Decimal
 
 from drivers.errors import DecodeError
 
@@ -47,7 +47,11 @@ def scale(raw: int | Decimal, scaler: int) -> Decimal:
     """``raw * 10**scaler`` exactly (Blue Book 4.3.2: scaler is a power of ten, -128..127)."""
     if not -128 <= scaler <= 127:
         raise DecodeError(None, f"scaler {scaler} is outside -128..127")
-    return Decimal(raw).scaleb(scaler)
+    value = Decimal(raw).scaleb(scaler)
+    if value.as_tuple().exponent > 0:  # type: ignore[operator]
+        # 4236513 with scaler 1 is 42365130, not 4.236513E+7: people and parsers expect plain digits.
+        value = value.quantize(Decimal(1), context=Context(prec=max(28, value.adjusted() + 1)))
+    return value
 
 
 def _split(symbol: str) -> tuple[int, str]:

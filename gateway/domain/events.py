@@ -24,7 +24,7 @@ from datetime import datetime, timezone
 from decimal import Decimal, InvalidOperation
 from typing import Any, ClassVar, TypeVar, Union, get_args, get_origin, get_type_hints
 
-from gateway.store.codec import iso_utc, parse_utc
+from gateway.store.codec import decimal_text, iso_utc, parse_utc, plain_decimal
 
 # Fixed forever: changing it changes every event id and breaks idempotent re-reads.
 EVENT_ID_NAMESPACE = uuid.UUID("5d0e8f3c-6a1b-4c7e-9f21-3b8d2a7c4e10")
@@ -124,7 +124,7 @@ def _normalize(hint: Any, value: Any, path: str) -> Any:
         # Floats are refused: a binary fraction is not the value the meter sent.
         if not isinstance(value, Decimal) or not value.is_finite():
             raise ValueError(f"{path} must be a finite Decimal, got {value!r}")
-        return value
+        return plain_decimal(value)
     if hint is datetime:
         if not isinstance(value, datetime) or value.tzinfo is None or value.utcoffset() is None:
             raise ValueError(f"{path} must be a timezone-aware datetime, got {value!r}")
@@ -162,7 +162,7 @@ def _encode(value: Any) -> Any:
     if isinstance(value, Payload):
         return value.to_data()
     if isinstance(value, Decimal):
-        return str(value)
+        return decimal_text(value)
     if isinstance(value, datetime):
         return iso_utc(value)
     if isinstance(value, Mapping):
@@ -183,7 +183,7 @@ def _decode(hint: Any, raw: Any, path: str) -> Any:
         if not isinstance(raw, (str, int)) or isinstance(raw, bool):
             raise ValueError(f"{path}: a Decimal is stored as a string, got {raw!r}")
         try:
-            return Decimal(raw)
+            return plain_decimal(Decimal(raw))  # events stored before plain notation held "4.2E+7"
         except InvalidOperation:
             raise ValueError(f"{path}: {raw!r} is not a decimal number") from None
     if hint is datetime:

@@ -38,7 +38,7 @@ from gateway.domain.events import (
 from gateway.domain.mapper import EVENT_TYPES
 from gateway.config.model import FleetConfig
 from gateway.domain.quantities import quantity_of
-from gateway.store.codec import iso_utc, parse_utc
+from gateway.store.codec import decimal_text, iso_utc, parse_utc
 from gateway.store.model import RecordedEvent
 
 LATEST_READING = "latest_reading"
@@ -92,18 +92,18 @@ class LatestReadingProjection:
             stored = doc["registers"].get(event.obis)
             if stored is None or _later(stored["captureTime"], event.capture_time):
                 doc["registers"][event.obis] = {
-                    "quantity": event.quantity, "value": str(event.value), "unit": event.unit,
+                    "quantity": event.quantity, "value": decimal_text(event.value), "unit": event.unit,
                     "captureTime": iso_utc(event.capture_time), "readTime": iso_utc(event.read_time),
                 }
             doc["lastContact"] = _max_time(doc["lastContact"], event.read_time)
         elif isinstance(event, ClockChecked):
             if doc["clock"] is None or _later(doc["clock"]["checkedAt"], event.gateway_time):
-                doc["clock"] = {"offsetS": str(event.offset_s), "checkedAt": iso_utc(event.gateway_time),
+                doc["clock"] = {"offsetS": decimal_text(event.offset_s), "checkedAt": iso_utc(event.gateway_time),
                                 "meterTime": iso_utc(event.meter_time)}
             doc["lastContact"] = _max_time(doc["lastContact"], event.gateway_time)
         elif isinstance(event, ClockDriftDetected):
             if doc["lastDrift"] is None or _later(doc["lastDrift"]["detectedAt"], event.gateway_time):
-                doc["lastDrift"] = {"offsetS": str(event.offset_s), "thresholdS": str(event.threshold_s),
+                doc["lastDrift"] = {"offsetS": decimal_text(event.offset_s), "thresholdS": decimal_text(event.threshold_s),
                                     "detectedAt": iso_utc(event.gateway_time)}
             doc["lastContact"] = _max_time(doc["lastContact"], event.gateway_time)
         elif isinstance(event, MeterRegistered):
@@ -192,7 +192,7 @@ class DailyConsumptionProjection:
                 if day not in _days_of_row(row.end_time, period, zone):
                     continue
                 values = {
-                    obis: str(value * _WH_PER_UNIT[row.units[obis]])
+                    obis: decimal_text(value * _WH_PER_UNIT[row.units[obis]])
                     for obis, value in row.values.items()
                     if _energy_channel(obis) and row.units.get(obis) in _WH_PER_UNIT
                 }
@@ -200,7 +200,7 @@ class DailyConsumptionProjection:
                     # Keyed by end time: the same row read twice is the same entry.
                     doc["rows"][iso_utc(row.end_time)] = values
         elif isinstance(event, RegisterRead) and event.unit in _WH_PER_UNIT:
-            value = str(event.value * _WH_PER_UNIT[event.unit])
+            value = decimal_text(event.value * _WH_PER_UNIT[event.unit])
             entry = doc["registers"].setdefault(event.obis, {"first": None, "last": None})
             read = {"time": iso_utc(event.capture_time), "value": value}
             if entry["first"] is None or event.capture_time < parse_utc(entry["first"]["time"]):
@@ -270,8 +270,8 @@ def summarise_day(doc: Mapping[str, Any]) -> dict[str, Any]:
     import_wh = _channel_energy(rows, start, end, _IMPORT)
     export_wh = _channel_energy(rows, start, end, _EXPORT)
     return {
-        "importWh": None if import_wh is None else str(import_wh),
-        "exportWh": None if export_wh is None else str(export_wh),
+        "importWh": None if import_wh is None else decimal_text(import_wh),
+        "exportWh": None if export_wh is None else decimal_text(export_wh),
         "intervalsExpected": expected,
         "intervalsPresent": present,
         "intervalsMissing": None if expected is None else max(expected - present, 0),
@@ -300,8 +300,8 @@ class DailyFigure:
     def to_json(self) -> dict[str, Any]:
         return {
             "meterId": self.meter_id, "date": self.day.isoformat(),
-            "importWh": None if self.import_wh is None else str(self.import_wh),
-            "exportWh": None if self.export_wh is None else str(self.export_wh),
+            "importWh": None if self.import_wh is None else decimal_text(self.import_wh),
+            "exportWh": None if self.export_wh is None else decimal_text(self.export_wh),
             "source": self.source, "intervalsExpected": self.intervals_expected,
             "intervalsMissing": self.intervals_missing, "complete": self.complete,
             "inProgress": self.in_progress, "timezone": self.timezone,

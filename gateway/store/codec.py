@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 from datetime import datetime, timezone
-from decimal import Decimal
+from decimal import Context, Decimal
 from typing import Any, Mapping
 
 import orjson
@@ -24,9 +24,26 @@ import orjson
 from gateway.store.model import EventMetadata, NewEvent, RecordedEvent
 
 
+def plain_decimal(value: Decimal) -> Decimal:
+    """The same number without a positive exponent (``4.236513E+7`` -> ``42365130``): a register's
+    scaler makes such values, and ``str()`` of them is exponent notation, which people and many
+    parsers do not expect. Finite values only."""
+    if value.is_finite() and value.as_tuple().exponent > 0:  # type: ignore[operator]
+        return value.quantize(_ONE, context=Context(prec=max(28, value.adjusted() + 1)))
+    return value
+
+
+def decimal_text(value: Decimal) -> str:
+    """A Decimal as plain decimal text, never exponent notation (``1E-7`` -> ``0.0000001``)."""
+    return format(value, "f") if value.is_finite() else str(value)
+
+
+_ONE = Decimal(1)
+
+
 def _default(value: Any) -> Any:
     if isinstance(value, Decimal):
-        return str(value)
+        return decimal_text(value)
     if isinstance(value, datetime):
         return iso_utc(value)
     raise TypeError(f"cannot store a {type(value).__name__} in event data: {value!r}")
