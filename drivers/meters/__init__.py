@@ -18,6 +18,7 @@ from drivers.meters.profiles import (
     MeterProfile,
     apply_overrides,
     normalize_obis,
+    override_problems,
     profile_from_data,
 )
 
@@ -54,5 +55,5 @@ def profile_for(
 
 __all__ = [
     "KNOWN_QUIRKS", "CosemObject", "MeterProfile", "apply_overrides", "get_profile", "known_profiles",
-    "normalize_obis", "profile_for", "profile_from_data",
+    "normalize_obis", "override_problems", "profile_for", "profile_from_data",
 ]

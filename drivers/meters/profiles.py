@@ -10,6 +10,7 @@ replaces single fields, so a field engineer can correct one meter without a code
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -149,12 +150,21 @@ def _field_value(name: str, value: Any, where: str) -> Any:
     if name == "event_logs":
         return tuple(_obis(item, f"{where}.{name}") for item in _sequence(value, f"{where}.{name}"))
     if name == "quirks":
-        quirks = frozenset(_sequence(value, f"{where}.{name}"))
-        unknown = sorted(str(q) for q in quirks - KNOWN_QUIRKS)
+        items = list(_sequence(value, f"{where}.{name}"))
+        if not all(isinstance(q, str) for q in items):
+            raise fail("a list of quirk names")
+        unknown = sorted(set(items) - KNOWN_QUIRKS)
         if unknown:
-            raise ConfigError(None, f"{where}.quirks: unknown quirk(s) {unknown}; known: {sorted(KNOWN_QUIRKS)}")
-        return quirks
-    raise ConfigError(None, f"{where}: unknown profile field {name!r}; known: {sorted(_FIELDS)}")
+            hints = "".join(_did_you_mean(q, KNOWN_QUIRKS) for q in unknown)
+            raise ConfigError(None, f"{where}.quirks: unknown quirk(s) {unknown}{hints}; known: {sorted(KNOWN_QUIRKS)}")
+        return frozenset(items)
+    raise ConfigError(None, f"{where}: unknown profile field {name!r}{_did_you_mean(name, _FIELDS)}; "
+                            f"known: {sorted(set(_FIELDS) - set(_FIXED_FIELDS))}")
+
+
+def _did_you_mean(word: str, candidates: Iterable[str]) -> str:
+    match = difflib.get_close_matches(word, sorted(candidates), n=1, cutoff=0.6)
+    return f"; did you mean {match[0]!r}?" if match else ""
 
 
 def _sequence(value: Any, where: str) -> Iterable[Any]:
@@ -191,6 +201,28 @@ def profile_from_data(make: str, model: str, data: Mapping[str, Any]) -> MeterPr
         raise ConfigError(None, f"{where}: missing field(s) {missing}")
     values = {name: _field_value(name, value, where) for name, value in data.items()}
     return MeterProfile(make=make, model=model, **values)
+
+
+def override_problems(overrides: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """Every problem of a meter's ``overrides`` table, as (field, message) pairs; empty when usable.
+
+    The fleet config calls this at load time, so ``gateway check-config`` reports a misspelt field, a
+    bad OBIS code, a wrong type or an unknown quirk under its key path instead of the meter failing
+    every poll with the first of them. ``apply_overrides`` accepts exactly the tables with no problems.
+    """
+    problems: list[tuple[str, str]] = []
+    for name, value in overrides.items():
+        if name in _FIXED_FIELDS:
+            problems.append((name, "make and model are chosen by the profile, not overridden"))
+            continue
+        try:
+            _field_value(name, value, "overrides")
+        except ConfigError as exc:
+            message = exc.message
+            for prefix in (f"overrides.{name}: ", "overrides: "):
+                message = message.removeprefix(prefix)
+            problems.append((name, message))
+    return problems
 
 
 def apply_overrides(profile: MeterProfile, overrides: Mapping[str, Any], *, meter_id: str | None = None) -> MeterProfile:

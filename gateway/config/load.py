@@ -16,6 +16,7 @@ from typing import Any, Collection, Mapping
 from urllib.parse import urlparse
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
+from drivers.meters.profiles import override_problems
 from gateway.config.errors import ConfigError, ConfigIssue
 from gateway.config.model import (
     DEFAULT_PROJECTIONS,
@@ -446,7 +447,11 @@ def _read_overrides(meter: Table) -> Mapping[str, Any] | None:
             meter.ctx.add(f"{meter.key('overrides')}.{key}",
                           "secrets belong in the security table, by reference, not in overrides")
             return None
-    return MappingProxyType(dict(raw))
+    # The drivers' profile validation, run now so a bad table fails check-config, not every poll.
+    problems = override_problems(raw)
+    for key, message in problems:
+        meter.ctx.add(f"{meter.key('overrides')}.{key}", message)
+    return None if problems else MappingProxyType(dict(raw))
 
 
 def _check_unique_ids(ctx: Context, tables: list[tuple[str, dict[str, Any]]], what: str) -> None:

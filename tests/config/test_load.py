@@ -37,7 +37,7 @@ def test_example_config_loads_with_every_section() -> None:
     kam = config.meter("kam-omni-0001")
     assert kam.wport == 1 and kam.framing == "wrapper"
     assert kam.security.client_system_title == bytes.fromhex("4D47570000000001")
-    assert kam.overrides["load_profile_obis"] == "1.0.99.1.0.255"
+    assert kam.overrides["load_profile"] == "1.0.99.1.0.255"
     assert config.meter("lg-e570-0001").framing == "hdlc"  # optical probes speak HDLC
     assert config.meter("lg-e450-0002").timezone == ZoneInfo("Europe/Copenhagen")  # the default
     assert config.meter("lg-e450-0001").max_power_w == Decimal("69000")
@@ -304,3 +304,35 @@ def test_cosmos_store_errors(issues_of: Issues, line: str, key: str, message: st
 
     assert message in by_key(issues, key).message
     assert all("c2VjcmV0" not in str(i) for i in issues)
+
+
+def test_overrides_are_checked_at_load_time_every_problem_under_its_key(issues_of: Issues) -> None:
+    overrides = """
+[meters.overrides]
+load_profile_obis = "1.0.99.1.0.255"
+registers = 5
+quirks = ["bogus", "clock-deviation-inverted"]
+clock = "1.0.1.8"
+max_list_size = "ten"
+model = "e360"
+"""
+    issues = issues_of(BASE + HDLC_METER + overrides)
+
+    typo = by_key(issues, "meters[0].overrides.load_profile_obis").message
+    assert "unknown profile field" in typo and "did you mean 'load_profile'?" in typo
+    assert "expected a list, got 5" in by_key(issues, "meters[0].overrides.registers").message
+    assert "unknown quirk(s) ['bogus']" in by_key(issues, "meters[0].overrides.quirks").message
+    assert "is not an OBIS code" in by_key(issues, "meters[0].overrides.clock").message
+    assert "expected an integer in 1..255" in by_key(issues, "meters[0].overrides.max_list_size").message
+    assert "chosen by the profile" in by_key(issues, "meters[0].overrides.model").message
+
+
+def test_valid_overrides_load_and_build_the_profile(write_config: Callable[[str], Path]) -> None:
+    from drivers.meters import profile_for
+
+    overrides = '\n[meters.overrides]\nload_profile = "1-0:99.1.0"\nquirks = ["no-general-block-transfer"]\n'
+    config = load_config(write_config(BASE + HDLC_METER + overrides))
+
+    meter = config.meter("lg-1")
+    profile = profile_for(meter.make, meter.profile, meter.overrides, meter_id=meter.id)
+    assert profile.load_profile == "1.0.99.1.0.255" and profile.has_quirk("no-general-block-transfer")
