@@ -399,6 +399,11 @@ class ClientAssociation:
             # a ConfirmedServiceError "deciphering error" (DLMS UA 1000-2 §9.3.2).
             if diagnostic in _AUTH_DIAGNOSTICS or "DECIPHER" in str(getattr(service_error, "name", "")):
                 raise AuthenticationFailed(self.meter_id, message)
+            if self.ciphered:
+                # Many meters answer an AARQ ciphered with a key they do not hold with a bare
+                # NO_REASON_GIVEN (no deciphering error): without this the operator has no lead.
+                message += ("; the association is ciphered (HLS): a wrong encryption or authentication key "
+                            "is refused like this, check the meter's keys")
             raise AssociationRejected(self.meter_id, message, diagnostic=diagnostic_name)
         state = self.connection.state.current_state
         if state == dlms_state.SHOULD_SEND_HLS_SEVER_CHALLENGE_RESULT:

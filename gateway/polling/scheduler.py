@@ -41,6 +41,30 @@ MAX_BACKOFF_SLOTS = 8  # a backed-off meter is still polled at least once in thi
 CONFIG_ERROR_KINDS = frozenset({"ConfigError", "SecretUnavailable"})
 # A failure of the store, not the meter: says nothing about whether the meter answers.
 STORE_ERROR_KINDS = frozenset({"StateUnavailable"})
+# The meter refused our credentials (drivers.errors.AuthenticationFailed and its subclasses: LLS
+# refused, HLS tag or deciphering failure). Trying again with the same secret cannot succeed, and many
+# meters lock a client out after a few failed logins: no retry, straight to the longest backoff.
+# A rejected association counts too when credentials were offered (security other than "none").
+LOGIN_ERROR_KINDS = frozenset({"AuthenticationFailed", "DecryptionError"})
+
+
+def login_refused(summary: PollSummary, meter: MeterConfig | None = None) -> bool:
+    """Whether the poll failed because the meter refused the login (see ``LOGIN_ERROR_KINDS``)."""
+    error = summary.first_error
+    if error is None or summary.ok:
+        return False
+    if error.kind in LOGIN_ERROR_KINDS:
+        return True
+    return error.kind == "AssociationRejected" and meter is not None and meter.security.level != "none"
+
+
+def login_secrets(meter: MeterConfig) -> str:
+    """Which secrets a refused login points at: their key paths and references, never their values."""
+    sec = meter.security
+    refs = [ref for ref in (sec.password, sec.authentication_key, sec.encryption_key) if ref is not None]
+    if not refs:
+        return f"the meter's security level ({sec.level!r}) and client_address"
+    return " and ".join(ref.describe() for ref in refs)
 
 
 class MeterPoller(Protocol):
@@ -154,13 +178,24 @@ class MeterBackoff:
         self._skipped.pop(meter_id, None)
         self._config_errors.pop(meter_id, None)
 
-    def record(self, summary: PollSummary) -> None:
+    def record(self, summary: PollSummary, meter: MeterConfig | None = None) -> None:
+        """Count the poll; ``meter`` (its config) lets a refused login name the secret to check."""
         meter_id = summary.meter_id
         self._skipped.pop(meter_id, None)
         error = summary.first_error
-        if error is None or error.kind not in CONFIG_ERROR_KINDS:
+        refused = login_refused(summary, meter)
+        if error is None or (error.kind not in CONFIG_ERROR_KINDS and not refused):
             self._config_errors.pop(meter_id, None)
-        if summary.ok:
+        if refused and error is not None:
+            # Like a config error: only a new secret (a reload) changes the outcome, and every
+            # further failed login brings a lockout by the meter closer.
+            self._config_errors[meter_id] = error.message
+            self._failures[meter_id] = max(self.failures(meter_id), self.after + self.max_slots)
+            check = login_secrets(meter) if meter is not None else "the meter's security settings"
+            log.warning("meter %s: login refused (%s); not retried, polled again in %d slots so the meter does not "
+                        "lock the client out: check %s", meter_id, summary.describe_error(),
+                        self.period(meter_id), check)
+        elif summary.ok:
             failures = self._failures.pop(meter_id, 0)
             if failures >= self.after:
                 log.info("meter %s: answered again after %d failed polls; backoff ended, polled at every slot",
@@ -255,7 +290,7 @@ class Scheduler:
             summary = await self._attempt(meter, steps, deadline)
             attempt = 0
             while (not summary.ok and summary.retryable and attempt < self.policy.retries
-                   and not (self.stopping and not self._finish_retries)):
+                   and not login_refused(summary, meter) and not (self.stopping and not self._finish_retries)):
                 attempt += 1
                 delay = backoff_delay(attempt, self.policy.backoff_initial_s, self.policy.backoff_max_s, self._rng)
                 if anyio.current_time() + delay >= deadline:
@@ -270,7 +305,7 @@ class Scheduler:
         else:
             log.warning("meter %s: %s; stored %d events", meter.id, summary.describe_error(),
                         sum(summary.stored.values()))
-        self.backoff.record(summary)
+        self.backoff.record(summary, meter)
         if self.on_poll is not None:
             self.on_poll(summary)
         return summary
@@ -368,5 +403,5 @@ class Scheduler:
 
 __all__ = [
     "ALL_STEPS", "BACKOFF_AFTER", "MAX_BACKOFF_SLOTS", "SCHEDULE_STEPS", "FleetLimits", "MeterBackoff", "MeterPoller",
-    "Scheduler", "backoff_delay", "first_slot", "merge_attempts", "slot_time",
+    "Scheduler", "backoff_delay", "first_slot", "login_refused", "login_secrets", "merge_attempts", "slot_time",
 ]

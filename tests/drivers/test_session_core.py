@@ -173,6 +173,30 @@ def test_recorded_aare_with_a_rejection_is_a_typed_error_and_the_core_unusable(
         core.get(ENERGY)
 
 
+def test_a_ciphered_association_rejected_without_a_reason_hints_at_the_keys() -> None:
+    # Meters answer an AARQ ciphered with keys they do not hold with a bare NO_REASON_GIVEN.
+    document = recording("kamstrup_omnipower_hls_gmac.json")
+    (aarq, aare), *_ = exchanges(document)
+    accepted = bytes.fromhex("a203020100a305a103020100")
+    assert accepted in aare
+    core = recorded_core(document)
+    core.associate()
+    with pytest.raises(AssociationRejected) as raised:
+        core.receive(aare.replace(accepted, bytes.fromhex("a203020101a305a103020101")))
+    assert "NO_REASON_GIVEN" in str(raised.value)
+    assert "ciphered" in str(raised.value) and "wrong encryption or authentication key" in str(raised.value)
+
+
+def test_a_plain_association_rejected_says_nothing_of_keys() -> None:
+    document = recording("kamstrup_omnipower_lls.json")
+    (aarq, aare), *_ = exchanges(document)
+    core = recorded_core(document)
+    core.associate()
+    with pytest.raises(AssociationRejected) as raised:
+        core.receive(aare.replace(bytes.fromhex("a203020100a305a103020100"), bytes.fromhex("a203020101a305a103020101")))
+    assert "NO_REASON_GIVEN" in str(raised.value) and "key" not in str(raised.value)
+
+
 def test_an_exception_response_to_the_aarq_is_association_rejected() -> None:
     core = ClientAssociation("m-1")
     core.associate()

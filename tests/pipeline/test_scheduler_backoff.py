@@ -39,10 +39,11 @@ assert (BACKOFF_AFTER, MAX_BACKOFF_SLOTS) == (3, 8), "the expected patterns belo
 
 
 @asynccontextmanager
-async def _fleet(tmp_path: Path, *, absent: bool, environ: dict[str, str] = SECRETS,
+async def _fleet(tmp_path: Path, *, absent: bool, environ: dict[str, str] = SECRETS, meters: int = 4,
                  ) -> AsyncIterator[tuple[MeterSimulator, FleetConfig, Poller]]:
-    """Four simulated meters (sim-0001 and sim-0003 on the HDLC bus), optionally the absent one."""
-    sim_config = SimulatorConfig(meters=fleet(4), framing=Framing.BOTH, start=NOW, speed=0.0)
+    """Four simulated meters (sim-0001 and sim-0003 on the HDLC bus), optionally the absent one;
+    with ``meters=7`` also an HLS meter (sim-0006, wrapper)."""
+    sim_config = SimulatorConfig(meters=fleet(meters), framing=Framing.BOTH, start=NOW, speed=0.0)
     async with MeterSimulator(sim_config) as simulator:
         # Only the deadline ends a silent meter's poll: it holds the bus for DEADLINE_S.
         text = fleet_toml(simulator, str(tmp_path / "e.db"), absent=absent, deadline_s=DEADLINE_S,
@@ -267,3 +268,38 @@ async def test_run_on_an_earlier_epoch_goes_on_with_that_grid() -> None:
     # 1,400 s into an earlier grid (a reload): m0's next slot is at 2,000 s, m1's (phase 500 s) at
     # 1,500 s; nobody is polled now.
     assert await polls_in_a_moment(anyio.current_time() - 1400) == []
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("secret", "wrong", "kind", "paths"), [
+    ("PIPELINE_LLS_PASSWORD", "not-the-password", "AuthenticationFailed", ("security.password",)),
+    ("PIPELINE_HLS_EK", "00" * 16, None, ("security.authentication_key", "security.encryption_key")),
+], ids=["lls-password", "hls-encryption-key"])
+async def test_a_refused_login_is_not_retried_and_goes_straight_to_the_longest_backoff(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, secret: str, wrong: str, kind: str | None,
+    paths: tuple[str, ...],
+) -> None:
+    caplog.set_level(logging.INFO, logger="gateway.polling.scheduler")
+    environ = {**SECRETS, secret: wrong}
+    async with _fleet(tmp_path, absent=False, environ=environ, meters=7) as (simulator, config, poller):
+        level = "lls" if "LLS" in secret else "hls_gmac"
+        index, meter = next((i, m) for i, m in enumerate(config.meters) if m.security.level == level)
+        scheduler = Scheduler(config, poller)
+        cycles = await _cycles(scheduler, simulator, MAX_BACKOFF_SLOTS + 1)
+
+    # One failed login, no retry within the poll, then nothing until the longest backoff is over.
+    assert [meter.id in summaries for summaries, _ in cycles] == [True] + [False] * (MAX_BACKOFF_SLOTS - 1) + [True]
+    first = cycles[0][0][meter.id]
+    assert first.attempts == 1
+    error = first.first_error
+    assert error is not None and error.kind in {"AuthenticationFailed", "DecryptionError", "AssociationRejected"}
+    if kind is not None:
+        assert error.kind == kind
+    warnings = [r.getMessage() for r in caplog.records
+                if r.levelno == logging.WARNING and r.getMessage().startswith(f"meter {meter.id}: login refused")]
+    assert warnings and all(f"meters[{index}].{path}" in warnings[0] for path in paths), warnings
+    assert f"polled again in {MAX_BACKOFF_SLOTS} slots" in warnings[0]
+    assert all(wrong not in r.getMessage() for r in caplog.records)
+    # The meters with good secrets are read at every cycle.
+    refused = {m.id for m in config.meters if m.security.level == level}
+    assert all(set(summaries) >= set(simulator.meters) - refused for summaries, _ in cycles)
