@@ -286,7 +286,8 @@ class Scheduler:
         async with self.limits.slot(meter):
             if abandon_on_stop and self.stopping:
                 return None  # still waiting for its bus when the stop came: not in flight, not started
-            deadline = anyio.current_time() + self.policy.meter_deadline_s
+            started = anyio.current_time()
+            deadline = started + self.policy.meter_deadline_s
             summary = await self._attempt(meter, steps, deadline)
             attempt = 0
             while (not summary.ok and summary.retryable and attempt < self.policy.retries
@@ -299,6 +300,9 @@ class Scheduler:
                 await anyio.sleep(delay)
                 retry = await self._attempt(meter, summary.failed_steps, deadline)
                 summary = merge_attempts(summary, retry)
+            # Wall time of the poll, the waits between its attempts included (the attempts' own
+            # durations add up to far less when each fails at once, e.g. a refused connection).
+            summary = replace(summary, duration_s=anyio.current_time() - started)
         if summary.ok:
             log.info("meter %s: polled %s, stored %d events in %.2f s", meter.id, ",".join(sorted(summary.steps)),
                      sum(summary.stored.values()), summary.duration_s)

@@ -303,3 +303,35 @@ async def test_a_refused_login_is_not_retried_and_goes_straight_to_the_longest_b
     # The meters with good secrets are read at every cycle.
     refused = {m.id for m in config.meters if m.security.level == level}
     assert all(set(summaries) >= set(simulator.meters) - refused for summaries, _ in cycles)
+
+
+class RefusedAtOnce:
+    """Every attempt fails at once (a refused TCP connection): only the waits between them take time."""
+
+    def __init__(self) -> None:
+        self.polls = 0
+
+    def now(self) -> datetime:
+        return NOW
+
+    async def poll(self, meter_id: str, steps: Iterable[PollStep], *, deadline: float | None = None) -> PollSummary:
+        self.polls += 1
+        error = StepError("identity", "ConnectionLost", "TCP connect to 127.0.0.1:9 failed: Connection refused")
+        return PollSummary(meter_id, NOW, frozenset(steps), (error,), duration_s=0.001, retryable=True)
+
+
+async def test_a_polls_duration_is_its_wall_time_with_the_waits_between_retries() -> None:
+    lines = ['gateway_id = "t"', 'default_timezone = "UTC"', "[store]", 'kind = "sqlite"', 'path = "unused.db"',
+             "[[concentrators]]", 'id = "bus"', 'host = "127.0.0.1"', "port = 4059", 'framing = "hdlc"',
+             "[limits]", "retries = 2", "backoff_initial_s = 0.1", "backoff_max_s = 0.2", "meter_deadline_s = 30",
+             "[[meters]]", 'id = "m"', 'make = "landis_gyr"', 'profile = "e450"', 'connection = "bus"',
+             "physical_address = 17", 'security = { level = "none" }', "max_power_w = 10000"]
+    config = parse_config("\n".join(lines) + "\n")
+    poller = RefusedAtOnce()
+    start = anyio.current_time()
+    summary = await Scheduler(config, poller).poll_meter(config.meters[0])
+    wall = anyio.current_time() - start
+
+    assert (poller.polls, summary.attempts) == (3, 3)
+    # Retry waits of at least 0.05 and 0.1 s (equal jitter: half the cap at least), not 3 x 0.001 s.
+    assert 0.15 <= summary.duration_s <= wall
