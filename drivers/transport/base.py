@@ -65,6 +65,23 @@ class ByteBuffer:
                 return out
             self._buffer += await _receive_some(self._stream, self._meter_id)
 
+    def peek(self) -> bytes:
+        """The bytes read from the stream and not consumed yet (for describing an odd answer)."""
+        return bytes(self._buffer)
+
+    async def read_available(self, limit: int, timeout_s: float) -> bytes:
+        """Consume up to ``limit`` bytes: those buffered and what arrives within ``timeout_s``; a
+        closed stream just ends the read. Only for describing an answer that is not the framing."""
+        with anyio.move_on_after(timeout_s):
+            try:
+                while len(self._buffer) < limit:
+                    self._buffer += await _receive_some(self._stream, self._meter_id)
+            except ConnectionLost:
+                pass
+        out = bytes(self._buffer[:limit])
+        del self._buffer[:limit]
+        return out
+
     def discard(self) -> None:
         """Forget buffered bytes (stale answers after a timeout)."""
         self._buffer.clear()

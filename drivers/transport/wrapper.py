@@ -2,7 +2,9 @@
 
 Each APDU travels behind an 8-byte header: version (1), source wPort, destination wPort, length,
 all big-endian 16-bit. Reads go by that length, so a response is complete when its length has
-arrived; the header's wPorts must be the meter's and ours, else the PDU is someone else's.
+arrived; the header's wPorts must be the meter's and ours, else the PDU is someone else's. An answer
+that is no wrapper PDU is described (``drivers.transport.sniff``): HDLC frames (a framing mismatch),
+HTTP, TLS or text (not a DLMS endpoint), so the operator knows which setting to check.
 """
 from __future__ import annotations
 
@@ -11,9 +13,12 @@ from anyio.abc import SocketStream
 
 from drivers.errors import ConfigError, ConnectionLost, FrameError, MeterTimeout
 from drivers.transport.base import ByteBuffer, close_quietly, connect_tcp, send_all
+from drivers.transport.sniff import describe_bytes, looks_like_hdlc
 
 WRAPPER_VERSION = 1
 HEADER_LENGTH = 8
+SNIFF_BYTES = 64  # of an answer that is no wrapper PDU, read to say what it is
+SNIFF_WAIT_S = 0.2  # for the rest of such an answer to arrive
 
 
 def wrap(apdu: bytes, source_wport: int, destination_wport: int) -> bytes:
@@ -88,7 +93,14 @@ class WrapperTransport:
                     if apdu is not None:
                         return apdu
         except TimeoutError as exc:
-            raise MeterTimeout(self.meter_id, f"no wrapper PDU within {timeout_s:g} s") from exc
+            partial = (self._pending_header or b"") + self._buffer.peek()
+            detail = f"; {len(partial)} bytes came that are no wrapper PDU: {describe_bytes(partial)}" if partial else ""
+            raise MeterTimeout(self.meter_id, f"no wrapper PDU within {timeout_s:g} s{detail}") from exc
+        except ConnectionLost as exc:
+            partial = (self._pending_header or b"") + self._buffer.peek()
+            if not partial:
+                raise
+            raise ConnectionLost(self.meter_id, f"{exc.message} after answering with {describe_bytes(partial)}") from exc
 
     async def _read_pdu(self, buffer: ByteBuffer) -> bytes | None:
         # The header is kept across a timeout so a late body still parses in step.
@@ -102,7 +114,13 @@ class WrapperTransport:
         if version != WRAPPER_VERSION:
             # The stream is out of step and cannot be resynchronised: there is no flag to hunt for.
             self._pending_header = None
-            raise FrameError(self.meter_id, f"wrapper version {version} is not {WRAPPER_VERSION}")
+            seen = header + await buffer.read_available(SNIFF_BYTES, SNIFF_WAIT_S)
+            if looks_like_hdlc(seen):
+                problem = ('framing mismatch: the port answers with HDLC frames, not DLMS wrapper PDUs '
+                           '(framing = "hdlc" on its concentrator?)')
+            else:
+                problem = f"not a DLMS wrapper answer: {describe_bytes(seen)} (check host and port)"
+            raise FrameError(self.meter_id, f"{problem}; wrapper version field {version}, expected {WRAPPER_VERSION}")
         body = await buffer.read_exactly(length)
         self._pending_header = None
         if source != self.server_wport or destination != self.client_wport:
