@@ -10,6 +10,11 @@ Frames from other stations on a shared bus are ignored. A corrupt frame is answe
 HDLC way to ask for retransmission) a bounded number of times, then ends in ``FrameError``. A bus
 carries one session at a time: pass the bus's ``anyio.Lock`` and the transport holds it from
 ``open`` to ``aclose``.
+
+When SNRM gets no UA, the error says what the line did instead: bytes that are no HDLC frames are
+described (wrapper PDUs: a framing mismatch; HTTP, TLS, text: not a DLMS endpoint), frames of other
+stations or an earlier answer on the same TCP line (``line_answered``) mean the line is alive and
+nobody answers at this address, and silence is a dead line or nobody there.
 """
 from __future__ import annotations
 
@@ -26,9 +31,14 @@ from drivers.decode.hdlc import (DEFAULT_MAX_INFO, FLAG, LLC_COMMAND, LLC_RESPON
                                  encode_address, encode_frame, encode_parameters, fcs, read_parameters)
 from drivers.errors import ConfigError, ConnectionLost, FrameError, MeterTimeout
 from drivers.transport.base import ByteBuffer, close_quietly, connect_tcp, send_all
+from drivers.transport.sniff import describe_bytes, looks_like_wrapper
 
 LLC_REQUEST = LLC_COMMAND
 DISC_TIMEOUT_S = 1.0  # bound on the closing DISC/UA exchange: it holds the bus, often past the deadline
+_NOISE_KEPT = 64  # bytes of line noise kept to describe a line that answers with no HDLC frames
+# The last address that answered SNRM on each line (HdlcTcpTransport: host and port), and when
+# (anyio time): a later silent address on an answering line is "nobody at this address".
+_LINE_ANSWERED: dict[object, tuple[str, float]] = {}
 
 __all__ = ["HdlcTcpTransport", "HdlcTransport", "ReceivedFrame", "fcs", "server_address", "split_frame"]
 
@@ -94,6 +104,16 @@ def server_address(logical: int, physical: int | None) -> bytes:
     return encode_address(physical) if logical == 0 else encode_address(logical, physical)
 
 
+def _address_name(raw: bytes) -> str:
+    """An encoded HDLC address (IEC 62056-46 §6.4.2.2: 7 bits per byte) as the config writes it."""
+    parts = [b >> 1 for b in raw]
+    if len(raw) == 2:
+        return f"logical {parts[0]}, physical {parts[1]}"
+    if len(raw) == 4:
+        return f"logical {parts[0] << 7 | parts[1]}, physical {parts[2] << 7 | parts[3]}"
+    return f"{parts[0] if parts else '?'}"
+
+
 class HdlcTransport:
     """HDLC client link to one server (logical device) on a byte stream."""
 
@@ -141,6 +161,11 @@ class HdlcTransport:
         self._ssn = 0  # N(S) of our next I-frame
         self._rsn = 0  # N(S) we expect next from the server
         self._last_sent: list[bytes] = []
+        self._address_text = (f"logical {server_logical}, physical {server_physical}" if server_physical is not None
+                              else f"logical {server_logical}")
+        self.line_key: object | None = None  # names the line in _LINE_ANSWERED (None: not tracked)
+        self._noise = bytearray()  # bytes that were no frame, since open (first _NOISE_KEPT)
+        self._other_stations: set[str] = set()  # addresses of frames not meant for us, since open
 
     # -- link set-up and tear-down -----------------------------------------------------------
 
@@ -154,12 +179,50 @@ class HdlcTransport:
             self._stream = await self._opener()
             self._buffer = ByteBuffer(self._stream, self.meter_id)
             self._ssn = self._rsn = 0
-            ua = await self._command(self._snrm(), expect=_UA, what="SNRM")
+            self._noise.clear()
+            self._other_stations.clear()
+            try:
+                ua = await self._command(self._snrm(), expect=_UA, what="SNRM")
+            except MeterTimeout as exc:
+                raise MeterTimeout(self.meter_id, self._no_ua(exc.message)) from exc
+            except ConnectionLost as exc:
+                seen = self._seen()
+                if not seen:
+                    raise
+                raise ConnectionLost(self.meter_id, f"{exc.message} after answering SNRM with "
+                                     f"{describe_bytes(seen)}") from exc
+            if self.line_key is not None:
+                _LINE_ANSWERED[self.line_key] = (self._address_text, anyio.current_time())
             self._connected = True
             self._apply_negotiated(ua.information)
         except BaseException:
             await self.aclose()
             raise
+
+    def _seen(self) -> bytes:
+        """What came on the line that was no frame: skipped noise, and what still waits for a flag."""
+        return bytes(self._noise) + (self._buffer.peek() if self._buffer is not None else b"")
+
+    def _no_ua(self, timeout: str) -> str:
+        """Why SNRM had no answer, as far as the line tells (see the module docstring)."""
+        asked = f"no answer to SNRM from HDLC address {self._address_text} ({timeout})"
+        seen = self._seen()
+        if seen and looks_like_wrapper(seen):
+            return (f"{asked}: framing mismatch: the port answers with {describe_bytes(seen)}, not HDLC frames "
+                    '(framing = "wrapper" on its concentrator?)')
+        if seen:
+            return f"{asked}: the port answers with {describe_bytes(seen)}, no HDLC frames (check host and port)"
+        if self._other_stations:
+            return (f"{asked}: the line is alive (frames from HDLC address(es) {'; '.join(sorted(self._other_stations))}),"
+                    " nobody answers at this address: check physical_address and logical_address")
+        answered = _LINE_ANSWERED.get(self.line_key) if self.line_key is not None else None
+        if answered is not None:
+            address, at = answered
+            return (f"{asked}: nobody answers at this address, though the line is alive (address {address} answered "
+                    f"on it {anyio.current_time() - at:.0f} s ago): check physical_address and logical_address, "
+                    "or the meter's power and its bus wiring")
+        return (f"{asked}, not a byte came back: a dead line (concentrator, RS-485 wiring, meter power) "
+                "or nobody at this address")
 
     def _snrm(self) -> bytes:
         if not self.negotiate:
@@ -305,6 +368,8 @@ class HdlcTransport:
                     except ValueError as exc:
                         raise FrameError(self.meter_id, f"corrupt HDLC frame: {exc}") from exc
                     if frame.destination != self._client_bytes or frame.source != self._server_bytes:
+                        if len(self._other_stations) < 8:
+                            self._other_stations.add(_address_name(frame.source))
                         continue  # another station's traffic on a shared bus
                     return frame
         except TimeoutError as exc:
@@ -312,19 +377,25 @@ class HdlcTransport:
 
     async def _read_frame_body(self, buffer: ByteBuffer) -> bytes:
         while True:
-            await buffer.read_until(FLAG)  # hunt: anything before a flag is line noise
+            self._note_noise((await buffer.read_until(FLAG))[:-1])  # hunt: anything before a flag is line noise
             first = await buffer.read_exactly(1)
             while first[0] == FLAG:  # back-to-back flags (shared closing/opening flag)
                 first = await buffer.read_exactly(1)
             if first[0] & 0xF0 != 0xA0:
+                self._note_noise(bytes([FLAG]) + first)
                 continue
             second = await buffer.read_exactly(1)
             length = ((first[0] & 0x07) << 8) | second[0]
             if length < 7:
+                self._note_noise(bytes([FLAG]) + first + second)
                 continue
             rest = await buffer.read_exactly(length - 2)
             # The closing flag is left in the buffer: it may open the next frame.
             return first + second + rest
+
+    def _note_noise(self, data: bytes) -> None:
+        if data and len(self._noise) < _NOISE_KEPT:
+            self._noise += data[: _NOISE_KEPT - len(self._noise)]
 
     async def _write(self, data: bytes) -> None:
         if self._stream is None:
@@ -349,3 +420,4 @@ class HdlcTcpTransport(HdlcTransport):
             return await connect_tcp(host, port, meter_id, connect_timeout_s)
 
         super().__init__(meter_id, opener, **options)
+        self.line_key = (host, port)

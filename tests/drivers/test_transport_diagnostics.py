@@ -16,6 +16,10 @@ from anyio.abc import SocketStream
 
 from drivers.decode.hdlc import encode_address, encode_frame
 from drivers.errors import ConnectionLost, FrameError, MeterTimeout
+from drivers.simulator import Framing, MeterSimulator, SimulatorConfig
+from drivers.simulator.fleet import fleet
+from drivers.transport import hdlc
+from drivers.transport.hdlc import HdlcTcpTransport
 from drivers.transport.sniff import describe_bytes
 from drivers.transport.wrapper import WrapperTransport, wrap
 
@@ -123,6 +127,62 @@ async def test_a_short_answer_that_is_no_pdu_is_described_at_the_timeout() -> No
         error = await _wrapper_answer(port)
     assert isinstance(error, MeterTimeout)
     assert "no wrapper PDU within 0.5 s; 7 bytes came that are no wrapper PDU: TLS" in str(error)
+
+
+async def _hdlc_open(port: int, physical: int = 17) -> Exception:
+    transport = HdlcTcpTransport("m1", "127.0.0.1", port, server_physical_address=physical, link_timeout_s=0.3,
+                                 frame_retries=0, connect_timeout_s=1)
+    with pytest.raises((MeterTimeout, ConnectionLost, FrameError)) as raised:
+        await transport.open()
+    return raised.value
+
+
+async def test_wrapper_pdus_on_an_hdlc_port_are_a_framing_mismatch() -> None:
+    async with answering(wrap(bytes.fromhex("6129a109060760857405080101a203020100"), 1, 16)) as port:
+        error = await _hdlc_open(port)
+    assert isinstance(error, MeterTimeout)
+    assert "no answer to SNRM from HDLC address logical 1, physical 17" in str(error)
+    assert "framing mismatch: the port answers with DLMS wrapper PDUs (00 01 00 01 00 10" in str(error)
+    assert 'framing = "wrapper"' in str(error)
+
+
+async def test_an_http_server_on_an_hdlc_port_is_named_as_such() -> None:
+    async with answering(HTTP_400, close=True) as port:
+        error = await _hdlc_open(port)
+    assert isinstance(error, ConnectionLost)
+    assert "after answering SNRM with HTTP ('HTTP/1.1 400 Bad Request'): a web server" in str(error)
+
+
+async def test_a_silent_line_is_a_dead_line_or_nobody_there() -> None:
+    async with answering(b"") as port:  # takes the SNRM, answers nothing
+        hdlc._LINE_ANSWERED.pop(("127.0.0.1", port), None)  # a reused port number is a new line here
+        error = await _hdlc_open(port)
+    assert isinstance(error, MeterTimeout)
+    assert "not a byte came back: a dead line" in str(error)
+
+
+async def test_frames_of_other_stations_mean_nobody_at_this_address() -> None:
+    other = encode_frame(encode_address(16), encode_address(1, 18), 0x73)  # UA from 1/18 to client 16
+    async with answering(other) as port:
+        error = await _hdlc_open(port, physical=17)
+    assert isinstance(error, MeterTimeout)
+    assert "the line is alive (frames from HDLC address(es) logical 1, physical 18)" in str(error)
+    assert "nobody answers at this address: check physical_address and logical_address" in str(error)
+
+
+async def test_an_address_nobody_answers_on_a_bus_that_answers_for_another() -> None:
+    async with MeterSimulator(SimulatorConfig(meters=fleet(2), framing=Framing.HDLC, speed=0.0)) as simulator:
+        endpoint = simulator.endpoint("sim-0001", Framing.HDLC)
+        assert endpoint.physical_address is not None
+        good = HdlcTcpTransport("m0", endpoint.host, endpoint.port, server_physical_address=endpoint.physical_address,
+                                link_timeout_s=0.3, frame_retries=0)
+        await good.open()
+        await good.aclose()
+        error = await _hdlc_open(endpoint.port, physical=99)
+    assert isinstance(error, MeterTimeout)
+    assert "physical 99" in str(error)
+    assert (f"nobody answers at this address, though the line is alive (address logical 1, physical "
+            f"{endpoint.physical_address} answered on it") in str(error)
 
 
 def test_describe_bytes() -> None:
