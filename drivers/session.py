@@ -234,12 +234,15 @@ class DlmsSession:
         core = self._require_core()
         await self._io(core, self.transport.send(payload))
         attempt = 0
+        stale: list[Stale] = []
         while True:
             try:
                 raw = await self.transport.receive(self.timeout_s)
             except (MeterTimeout, FrameError) as exc:
                 if attempt >= self.retries:
                     core.mark_broken()
+                    if stale and isinstance(exc, MeterTimeout):
+                        raise self._only_stale(exc, stale, phase) from exc
                     raise
                 attempt += 1
                 LOG.debug("meter %s: %s during %s, retransmitting (%d/%d)", self.meter_id,
@@ -256,8 +259,20 @@ class DlmsSession:
                 raise
             if isinstance(event, Stale):
                 LOG.debug("meter %s: dropped a stale answer during %s", self.meter_id, phase)
+                stale.append(event)
                 continue
             return event
+
+    def _only_stale(self, timeout: MeterTimeout, stale: list[Stale], phase: str) -> MeterTimeout:
+        """The timeout of a request the meter did answer, but only under other invoke-ids (a meter or
+        concentrator mixing up sessions, or answering another client): not silence, so a WARNING."""
+        ids = sorted({s.invoke_id for s in stale if s.invoke_id is not None})
+        ours = next((s.expected for s in stale if s.expected is not None), None)
+        what = (f"{len(stale)} answer(s) during {phase} carried invoke-id(s) {ids}, not ours ({ours}), and were "
+                "dropped as stale or foreign")
+        LOG.warning("meter %s: %s; no answer with our invoke-id within %d attempt(s)", self.meter_id, what,
+                    self.retries + 1)
+        return MeterTimeout(self.meter_id, f"{timeout.message}; {what}")
 
     @staticmethod
     async def _io(core: ClientAssociation, operation: Awaitable[None]) -> None:

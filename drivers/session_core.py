@@ -136,7 +136,14 @@ class Refused:
 
 @dataclass(frozen=True)
 class Stale:
-    """An answer meant for an earlier request (a late duplicate): dropped, keep waiting."""
+    """An answer meant for an earlier request (a late duplicate): dropped, keep waiting.
+
+    ``invoke_id`` is the answer's, ``expected`` ours (equal for an earlier block of our transfer);
+    the edge counts them, since a meter that only ever answers with a foreign invoke-id looks like a
+    silent one otherwise."""
+
+    invoke_id: int | None = field(default=None, compare=False)
+    expected: int | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -152,6 +159,7 @@ class _Pending:
     phase: str  # "association", "hls", "get" or "release": the word error messages use
     request: Any
     stale: int = 0
+    stale_ids: set[int] = field(default_factory=set)  # invoke-ids of the stale answers
 
 
 @dataclass
@@ -211,6 +219,7 @@ class ClientAssociation:
         self._broken = False
         self._associated = False
         self._counter_hint: int | None = None
+        self._stale_ids = (0, 0)  # (the answer's invoke-id, ours) of the last stale answer
 
     # -- state the I/O edge reads ----------------------------------------------------------------
 
@@ -351,10 +360,13 @@ class ClientAssociation:
         try:
             reply = self._decode(apdu, pending.phase, pending.request)
             if reply is _STALE:
+                got, expected = self._stale_ids
                 pending.stale += 1
+                pending.stale_ids.add(got)
                 if pending.stale > MAX_STALE_ANSWERS:
-                    raise DecodeError(self.meter_id, f"only stale answers during {pending.phase}")
-                return Stale()
+                    raise DecodeError(self.meter_id, f"only stale answers during {pending.phase} ({pending.stale} "
+                                      f"with invoke-id(s) {sorted(pending.stale_ids)}, ours {expected})")
+                return Stale(got, expected)
             if isinstance(reply, xdlms.ExceptionResponse):
                 self._note_counter_hint(reply)
                 raise ServiceError(
@@ -543,6 +555,7 @@ class ClientAssociation:
         else:
             plain = raw
         if is_stale(plain, request):
+            self._stale_ids = (plain[2] & 0x0F, request.invoke_id_and_priority.invoke_id)
             return _STALE
         if counter is not None:
             try:

@@ -227,3 +227,30 @@ async def test_late_duplicate_answer_is_not_taken_for_the_next_request(tmp_path:
             assert await s.get(ENERGY) == ENERGY_BYTES
             assert await s.get(SERIAL) == dlms_data.OctetStringData(b"57123456").to_bytes()
             assert await s.get(PROFILE) == profile_rows(96)
+
+
+class ForeignInvokeIds(FakeMeter):
+    """Answers every GET under another invoke-id than the request's (a concentrator mixing up sessions)."""
+
+    def handle(self, apdu: bytes) -> bytes | str | None:
+        answer = super().handle(apdu)
+        if isinstance(answer, bytes) and answer[:1] == b"\xc4" and len(answer) > 2:
+            answer = answer[:2] + bytes([(answer[2] & 0xF0) | ((answer[2] & 0x0F) % 15 + 1)]) + answer[3:]
+        return answer
+
+
+async def test_answers_under_foreign_invoke_ids_are_a_warning_with_counts_not_silence(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import logging
+
+    caplog.set_level(logging.WARNING, logger="drivers.session")
+    async with serve_wrapper(ForeignInvokeIds()) as port:
+        async with session(port, tmp_path, retries=1, timeout_s=0.2) as s:
+            with pytest.raises(MeterTimeout) as raised:
+                await s.get(ENERGY)
+    message = str(raised.value)
+    assert "no wrapper PDU within 0.2 s" in message
+    assert "2 answer(s) during get carried invoke-id(s) [2], not ours (1), and were dropped as stale or foreign" in message
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any("carried invoke-id(s) [2], not ours (1)" in w and "within 2 attempt(s)" in w for w in warnings), warnings
