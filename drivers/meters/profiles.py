@@ -156,10 +156,10 @@ def _field_value(name: str, value: Any, where: str) -> Any:
         unknown = sorted(set(items) - KNOWN_QUIRKS)
         if unknown:
             hints = "".join(_did_you_mean(q, KNOWN_QUIRKS) for q in unknown)
-            raise ConfigError(None, f"{where}.quirks: unknown quirk(s) {unknown}{hints}; known: {sorted(KNOWN_QUIRKS)}")
+            raise ConfigError(None, f"{where}.quirks: unknown quirk(s) {unknown}{hints or f'; known: {sorted(KNOWN_QUIRKS)}'}")
         return frozenset(items)
-    raise ConfigError(None, f"{where}: unknown profile field {name!r}{_did_you_mean(name, _FIELDS)}; "
-                            f"known: {sorted(set(_FIELDS) - set(_FIXED_FIELDS))}")
+    known = sorted(set(_FIELDS) - set(_FIXED_FIELDS))
+    raise ConfigError(None, f"{where}: unknown profile field {name!r}{_did_you_mean(name, known) or f'; known: {known}'}")
 
 
 def _did_you_mean(word: str, candidates: Iterable[str]) -> str:
