@@ -335,3 +335,34 @@ async def test_a_polls_duration_is_its_wall_time_with_the_waits_between_retries(
     assert (poller.polls, summary.attempts) == (3, 3)
     # Retry waits of at least 0.05 and 0.1 s (equal jitter: half the cap at least), not 3 x 0.001 s.
     assert 0.15 <= summary.duration_s <= wall
+
+
+def test_which_failures_are_refused_logins() -> None:
+    from gateway.polling.fleet_reload import carried_backoff
+    from gateway.polling.scheduler import MeterBackoff, login_refused
+
+    lines = ['gateway_id = "t"', 'default_timezone = "UTC"', "[store]", 'kind = "sqlite"', 'path = "unused.db"',
+             "[[concentrators]]", 'id = "bus"', 'host = "127.0.0.1"', "port = 4059", 'framing = "hdlc"']
+    for i, security in enumerate(('{ level = "none" }', '{ level = "lls", password = { env = "PW" } }')):
+        lines += ["[[meters]]", f'id = "m{i}"', 'make = "landis_gyr"', 'profile = "e450"', 'connection = "bus"',
+                  f"physical_address = {17 + i}", f"security = {security}", "max_power_w = 10000"]
+    config = parse_config("\n".join(lines) + "\n")
+    public, lls = config.meters
+
+    def failed(meter_id: str, kind: str) -> PollSummary:
+        return PollSummary(meter_id, NOW, frozenset({"identity"}), (StepError("identity", kind, "refused"),),
+                           retryable=True)
+
+    assert login_refused(failed("m1", "AuthenticationFailed"), lls)
+    assert login_refused(failed("m1", "DecryptionError"), lls)
+    assert login_refused(failed("m1", "AssociationRejected"), lls)  # credentials offered: e.g. a changed key
+    assert not login_refused(failed("m0", "AssociationRejected"), public)  # no credentials: not a login
+    assert not login_refused(failed("m1", "MeterTimeout"), lls)
+
+    backoff = MeterBackoff()
+    backoff.record(failed("m0", "AssociationRejected"), public)
+    backoff.record(failed("m1", "AuthenticationFailed"), lls)
+    assert (backoff.period("m0"), backoff.period("m1")) == (1, MAX_BACKOFF_SLOTS)
+    assert backoff.config_error("m1") == "refused" and backoff.config_error("m0") is None
+    # A reload (a new secret, say) polls the refused meter at its next slot.
+    assert carried_backoff(backoff, config, config).period("m1") == 1
