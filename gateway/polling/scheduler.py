@@ -20,7 +20,7 @@ import anyio
 from anyio import CapacityLimiter
 
 from gateway.config.model import FleetConfig, Limits, MeterConfig, Schedule
-from gateway.domain.poll_result import PollStep, StepError
+from gateway.domain.poll_result import NOT_ATTEMPTED, PollStep, StepError
 from gateway.domain.poll_result import PollSummary
 
 log = logging.getLogger(__name__)
@@ -49,9 +49,14 @@ LOGIN_ERROR_KINDS = frozenset({"AuthenticationFailed", "DecryptionError"})
 
 
 def login_refused(summary: PollSummary, meter: MeterConfig | None = None) -> bool:
-    """Whether the poll failed because the meter refused the login (see ``LOGIN_ERROR_KINDS``)."""
+    """Whether the poll failed because the meter refused the login (see ``LOGIN_ERROR_KINDS``): the
+    session ended at its first failure, before any step was read (a deciphering failure later in a
+    session is a corrupt answer under keys the association already proved right)."""
     error = summary.first_error
     if error is None or summary.ok:
+        return False
+    real = [e for e in summary.errors if e.kind != NOT_ATTEMPTED]
+    if len(real) != 1 or not {e.step for e in summary.errors} >= set(summary.steps):
         return False
     if error.kind in LOGIN_ERROR_KINDS:
         return True

@@ -358,6 +358,14 @@ def test_which_failures_are_refused_logins() -> None:
     assert login_refused(failed("m1", "AssociationRejected"), lls)  # credentials offered: e.g. a changed key
     assert not login_refused(failed("m0", "AssociationRejected"), public)  # no credentials: not a login
     assert not login_refused(failed("m1", "MeterTimeout"), lls)
+    # A deciphering failure after a step was read: the association proved the keys right.
+    later = PollSummary("m1", NOW, frozenset({"identity", "registers"}),
+                        (StepError("registers", "AuthenticationFailed", "could not decipher"),), retryable=True)
+    assert not login_refused(later, lls)
+    not_read = StepError("registers", "NotAttempted", "not read")
+    first = PollSummary("m1", NOW, frozenset({"identity", "registers"}),
+                        (StepError("identity", "AuthenticationFailed", "refused"), not_read), retryable=True)
+    assert login_refused(first, lls)
 
     backoff = MeterBackoff()
     backoff.record(failed("m0", "AssociationRejected"), public)
