@@ -97,7 +97,7 @@ def _register_store(kinds: argparse._SubParsersAction) -> None:  # type: ignore[
     )
     sqlite.add_argument(
         "--repeat", type=positive, default=3,
-        help="runs of writer + baseline; the run with the median ratio is reported (default 3: one run "
+        help="runs of writer + baseline; the run with the median ceiling_ratio is reported (default 3: one run "
              "lasts under a second, and a busy box moves a single figure by a third)",
     )
     sqlite.add_argument(
