@@ -6,7 +6,9 @@ fleet's views container in the same database, ``[store] views_container``, by de
 ``<container>-views``), with each meter's configured time zone.
 Continuous by default, until SIGTERM/SIGINT (the page in progress is finished: the engine is
 exactly-once in effect, so stopping anywhere is safe); ``--once`` drains the feed and exits,
-printing the lag of each projection. ``--rebuild NAME`` first drops that view and its checkpoint.
+printing the lag of each projection. ``--rebuild NAME`` (or ``all``) first drops that view and its
+checkpoint. Views whose checkpoint is of another event store, or beyond its head (the store was
+replaced, an older backup restored), are rebuilt at start with one WARNING (ProjectionEngine.check_store).
 One projection runner per store: while another (``gateway project``, or ``gateway run`` with
 ``[projections] enabled``) runs, it exits with 1 at once (gateway.projections.runner_lock).
 Exit codes: 0 done / stopped by a signal, 1 the store or views cannot be used, 2 bad config.
@@ -55,8 +57,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         f"views ({', '.join(VIEW_NAMES)}). Runs until SIGTERM/SIGINT unless --once.",
     )
     parser.add_argument("--config", type=Path, required=True, metavar="FILE", help="fleet config (TOML)")
-    parser.add_argument("--rebuild", metavar="NAME", choices=VIEW_NAMES,
-                        help="drop this view and its checkpoint first, and project it from the start")
+    parser.add_argument("--rebuild", metavar="NAME", choices=(*VIEW_NAMES, "all"),
+                        help="drop this view (or all) and its checkpoint first, and project it from the start")
     parser.add_argument("--once", action="store_true", help="drain the feed, print the lag, exit")
     parser.add_argument("--batch", type=positive, default=1000, help="events per page (default 1000)")
     parser.add_argument("--interval", type=positive_float, default=1.0,
@@ -106,10 +108,13 @@ async def _run_engine(fleet: FleetConfig, args: argparse.Namespace, zones: Calla
     async with open_views(fleet.store, create=True) as (store, views):
         assert store is not None  # created with the views
         engine = ProjectionEngine(store, views, default_projections(zones), batch_size=args.batch)
+        if args.rebuild != "all":
+            await engine.check_store()  # views of a replaced or restored store: rebuilt
         if args.rebuild:
-            started = time.monotonic()
-            read = await engine.rebuild(args.rebuild)
-            log.info("rebuilt %s from %d events in %.1f s", args.rebuild, read, time.monotonic() - started)
+            for name in VIEW_NAMES if args.rebuild == "all" else (args.rebuild,):
+                started = time.monotonic()
+                read = await engine.rebuild(name)
+                log.info("rebuilt %s from %d events in %.1f s", name, read, time.monotonic() - started)
         if args.once:
             await engine.drain_all()
             lags = [await engine.lag(name) for name in VIEW_NAMES]

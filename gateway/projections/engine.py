@@ -13,6 +13,12 @@ global LSN skip is only right on one physical partition), while a stream always 
 order. Two engines running the same projection are safe too: a save whose version is stale is
 refused, and the loser re-reads the documents and re-applies what they still lack.
 
+Views know their store: each checkpoint records the event store's identity (``IdentifiedStore``,
+SQLite). At start-up ``check_store`` drops the views whose checkpoint is of another store (the store
+file was replaced, e.g. by a new ``gateway demo``) or lies beyond the store's head (an older backup
+of the same store was restored), with one WARNING, so they are projected again from the start
+instead of showing the old data and never seeing the new events.
+
 A checkpoint may move back when two engines race (the slower one saves an older position); that
 only costs re-reading events that are then skipped. Rebuild (drop views and checkpoint) must run
 with no other engine on the same projection.
@@ -22,7 +28,7 @@ from __future__ import annotations
 import logging
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Any, Protocol
 
@@ -33,7 +39,7 @@ from gateway.domain.events import DomainEvent, EventError
 from gateway.domain.mapper import decode
 from gateway.projections.view_store import Checkpoint, ViewDoc, ViewStore, ViewStoreUnavailable
 from gateway.projections.views import Target
-from gateway.store.base import EventStore
+from gateway.store.base import EventStore, IdentifiedStore
 from gateway.store.errors import CheckpointMismatch, StoreUnavailable
 from gateway.store.model import RecordedEvent
 
@@ -178,6 +184,7 @@ class ProjectionEngine:
                 position=page.checkpoint,
                 events_seen=checkpoint.events_seen + len(page.events),
                 updated_at=self.clock(),
+                store_id=self._store_id(),
             ))
         return page.done
 
@@ -223,6 +230,47 @@ class ProjectionEngine:
         async with anyio.create_task_group() as tg:
             for name in self.projections:
                 tg.start_soon(follow, name, name=f"projection {name}")
+
+    def _store_id(self) -> str | None:
+        return self.store.store_id if isinstance(self.store, IdentifiedStore) else None
+
+    async def check_store(self) -> list[str]:
+        """Drop the views and checkpoints of the projections whose checkpoint is not of this store
+        as it stands (another store's identity, or a position beyond its head), so that they are
+        projected again from the start; one WARNING says which and why. Returns their names.
+
+        Run it at start-up, with no other engine on the store (like ``rebuild``). A checkpoint that
+        names no store (saved before checkpoints did) and is not beyond the head is taken as this
+        store's, and its store is recorded now."""
+        if not isinstance(self.store, IdentifiedStore):
+            return []  # Cosmos: the views store checks its events container (ViewsOfAnotherStore)
+        store_id = self.store.store_id
+        reasons: dict[str, list[str]] = {}
+        for name in self.projections:
+            checkpoint = await self.views.load_checkpoint(name)
+            if checkpoint.position is None:
+                continue
+            if checkpoint.store_id is not None and checkpoint.store_id != store_id:
+                reason = (f"their checkpoints are of another event store (id {checkpoint.store_id}, "
+                          f"this store is {store_id}: the store was replaced)")
+            elif await self.store.beyond_head(checkpoint.position):
+                reason = (f"their checkpoints are beyond the event store's last position "
+                          f"(an older copy of the store was restored)")
+            else:
+                if checkpoint.store_id is None:
+                    await self.views.save_checkpoint(replace(checkpoint, store_id=store_id))
+                continue
+            reasons.setdefault(reason, []).append(name)
+        if not reasons:
+            return []
+        stale = [name for names in reasons.values() for name in names]
+        log.warning("rebuilding views %s from the start: %s", ", ".join(stale),
+                    "; ".join(f"{', '.join(names)}: {reason}" if len(reasons) > 1 else reason
+                              for reason, names in reasons.items()))
+        for name in stale:
+            await self.views.drop(name, self.projections[name].name)
+            self.stats[name] = ProjectionStats()
+        return stale
 
     async def rebuild(self, name: str) -> int:
         """Drop the views and checkpoint of ``name`` and project it again from the start."""

@@ -52,6 +52,7 @@ async def run_projections(fleet: FleetConfig, *, retry_initial_s: float = 1.0, r
                 async with open_views(fleet.store, create=True) as (store, views):
                     assert store is not None  # open_views creates the event store along with the views
                     engine = ProjectionEngine(store, views, default_projections(zones), batch_size=settings.batch_size)
+                    await engine.check_store()  # views of a replaced or restored store: rebuilt
                     log.info("projecting %s into %s every %g s", ", ".join(engine.projections),
                              getattr(views, "path", "the views"), settings.interval_s)
                     await engine.run_forever(settings.interval_s)

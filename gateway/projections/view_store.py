@@ -58,6 +58,7 @@ class Checkpoint:
     position: str | None  # opaque read_all checkpoint; None: from the beginning
     events_seen: int = 0  # events read from the feed since the last rebuild
     updated_at: datetime | None = None
+    store_id: str | None = None  # the event store the position is of (None: not known)
 
 
 class ViewStore(Protocol):
@@ -104,9 +105,17 @@ CREATE TABLE IF NOT EXISTS checkpoints (
     projection  TEXT    PRIMARY KEY,
     position    TEXT,
     events_seen INTEGER NOT NULL,
-    updated_at  TEXT    NOT NULL
+    updated_at  TEXT    NOT NULL,
+    store_id    TEXT
 );
 """
+
+
+def _add_store_id(conn: sqlite3.Connection) -> None:
+    # Views files from before checkpoints named their event store: add the column (NULL: unknown).
+    columns = {row["name"] for row in conn.execute("PRAGMA table_info(checkpoints)")}
+    if "store_id" not in columns:
+        conn.execute("ALTER TABLE checkpoints ADD COLUMN store_id TEXT")
 
 
 def views_path(store_path: Path) -> Path:
@@ -140,6 +149,11 @@ class SqliteViewStore:
             path, schema=_SCHEMA, what="view store", unavailable=ViewStoreUnavailable,
             synchronous="normal", busy_timeout=busy_timeout,
         )
+        try:
+            await db.run(_add_store_id)
+        except BaseException:
+            await db.aclose()
+            raise
         return cls(db)
 
     async def aclose(self) -> None:
@@ -231,6 +245,7 @@ class SqliteViewStore:
             position=row["position"],
             events_seen=row["events_seen"],
             updated_at=codec.parse_utc(row["updated_at"]),
+            store_id=row["store_id"],
         )
 
     async def save_checkpoint(self, checkpoint: Checkpoint) -> None:
@@ -238,11 +253,12 @@ class SqliteViewStore:
 
         def upsert(conn: sqlite3.Connection) -> None:
             conn.execute(
-                "INSERT INTO checkpoints (projection, position, events_seen, updated_at)"
-                " VALUES (?, ?, ?, ?) ON CONFLICT (projection) DO UPDATE SET"
+                "INSERT INTO checkpoints (projection, position, events_seen, updated_at, store_id)"
+                " VALUES (?, ?, ?, ?, ?) ON CONFLICT (projection) DO UPDATE SET"
                 " position = excluded.position, events_seen = excluded.events_seen,"
-                " updated_at = excluded.updated_at",
-                (checkpoint.projection, checkpoint.position, checkpoint.events_seen, updated),
+                " updated_at = excluded.updated_at, store_id = excluded.store_id",
+                (checkpoint.projection, checkpoint.position, checkpoint.events_seen, updated,
+                 checkpoint.store_id),
             )
 
         await self._run(upsert)

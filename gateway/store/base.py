@@ -19,6 +19,10 @@ Rules:
   each request succeeds or fails on its own (a conflict on one stream never affects another).
 * ``read_all`` returns events after an opaque checkpoint, each once, in commit order within each
   stream (SQLite: in global commit order), with the checkpoint to resume from.
+* A backend that can (``IdentifiedStore``: SQLite) names the history it holds with ``store_id``,
+  created with the store and carried by its backups, and tells whether a checkpoint lies beyond
+  everything it ever wrote: projections use both to notice that the store under their views was
+  replaced (a new store, a restored older backup) and rebuild them.
 """
 from __future__ import annotations
 
@@ -90,3 +94,15 @@ class EventStore(Protocol):
     async def list_streams(self, prefix: str = "") -> list[StreamInfo]: ...
 
     async def aclose(self) -> None: ...
+
+
+@runtime_checkable
+class IdentifiedStore(Protocol):
+    """The optional part of the contract that lets views know their store (see the rules above)."""
+
+    store_id: str  # random, created with the store; the same in a backup copy of it
+
+    async def beyond_head(self, checkpoint: str | None) -> bool:
+        """True when ``checkpoint`` is after every position this store ever assigned (it was taken
+        on another or a later state of the store)."""
+        ...

@@ -15,6 +15,7 @@ for the whole call: nothing of that call was committed, and it may be retried as
 from __future__ import annotations
 
 import sqlite3
+import uuid
 from datetime import datetime
 from itertools import chain
 from pathlib import Path
@@ -60,6 +61,10 @@ CREATE TABLE IF NOT EXISTS events (
 CREATE TABLE IF NOT EXISTS streams (
     stream_id TEXT    PRIMARY KEY,
     head      INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS store_meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS snapshots (
     stream_id      TEXT    PRIMARY KEY,
@@ -128,9 +133,10 @@ def _validate(request: AppendRequest) -> None:
 class SqliteEventStore:
     """``EventStore`` on one SQLite file. Create with ``await SqliteEventStore.open(path)``."""
 
-    def __init__(self, db: SqliteFile) -> None:
+    def __init__(self, db: SqliteFile, store_id: str) -> None:
         self._db = db
         self.path = db.path
+        self.store_id = store_id
         self.stats = StoreStats()
 
     @classmethod
@@ -140,7 +146,12 @@ class SqliteEventStore:
             path, schema=_SCHEMA, what="event store", unavailable=StoreUnavailable,
             busy_timeout=busy_timeout,
         )
-        return cls(db)
+        try:
+            store_id = await db.run(_identify, unavailable=StoreUnavailable)
+        except BaseException:
+            await db.aclose()
+            raise
+        return cls(db, store_id)
 
     async def aclose(self) -> None:
         await self._db.aclose()
@@ -291,6 +302,16 @@ class SqliteEventStore:
         next_checkpoint = str(events[-1].position) if events else checkpoint
         return ReadAllPage(events=events, checkpoint=next_checkpoint, done=len(events) < limit)
 
+    async def head_position(self) -> int:
+        """The highest ``read_all`` position this store ever assigned (0 for none)."""
+        self.stats.reads += 1
+        return await self._run(_head_position)
+
+    async def beyond_head(self, checkpoint: str | None) -> bool:
+        """A checkpoint after every position this store ever assigned was not taken on this store
+        as it stands (an older copy of it was restored, or it is another store)."""
+        return _position_of(checkpoint) > await self.head_position()
+
     async def events_after(self, checkpoint: str | None) -> int:
         """How many events were committed after a ``read_all`` checkpoint (projection lag)."""
         after = _position_of(checkpoint)
@@ -367,6 +388,28 @@ def _position_of(checkpoint: str | None) -> int:
         return int(checkpoint)
     except ValueError:
         raise ValueError(f"not a checkpoint of this SQLite store: {checkpoint!r}") from None
+
+
+def _identify(conn: sqlite3.Connection) -> str:
+    """The store's identity: a random id written when the file is created (or, for a store from
+    before identities, when it is first opened: a restored old backup then gets a new one, and its
+    views are rebuilt, the conservative outcome). A copy by ``gateway backup`` carries the id of its
+    original: the same history."""
+    # Read first: opening a store whose writer is busy must not queue for the write lock.
+    row = conn.execute("SELECT value FROM store_meta WHERE key = 'store_id'").fetchone()
+    if row is not None:
+        return str(row[0])
+    with immediate_transaction(conn):
+        conn.execute("INSERT OR IGNORE INTO store_meta (key, value) VALUES ('store_id', ?)",
+                     (uuid.uuid4().hex,))
+        return str(conn.execute("SELECT value FROM store_meta WHERE key = 'store_id'").fetchone()[0])
+
+
+def _head_position(conn: sqlite3.Connection) -> int:
+    # AUTOINCREMENT never reuses a position, also after a stream is deleted: sqlite_sequence holds
+    # the highest one ever assigned (the table exists once the first event was inserted).
+    row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'events'").fetchone()
+    return 0 if row is None else int(row[0])
 
 
 def _head(conn: sqlite3.Connection, stream_id: str) -> int:
