@@ -160,3 +160,33 @@ def test_rebuild_all_projects_every_view_from_the_start(config: Path, tmp_path: 
     assert _views(db) == expected
     assert set(lag.values()) == {0}
     assert warnings == []
+
+
+def test_views_from_before_checkpoints_named_their_store_are_kept_and_labelled(tmp_path: Path) -> None:
+    db, views_file = tmp_path / "events.db", tmp_path / "views.db"
+    _append(db, "kam-1", START, 24)
+    expected = _reference(db, views_file)
+    with sqlite3.connect(views_file) as conn:  # the checkpoints table as it was, without store_id
+        conn.executescript(
+            "CREATE TABLE old (projection TEXT PRIMARY KEY, position TEXT, events_seen INTEGER NOT NULL,"
+            " updated_at TEXT NOT NULL);"
+            " INSERT INTO old SELECT projection, position, events_seen, updated_at FROM checkpoints;"
+            " DROP TABLE checkpoints; ALTER TABLE old RENAME TO checkpoints;")
+    conn.close()
+
+    async def start() -> tuple[list[str], set[str | None], dict]:
+        store = await SqliteEventStore.open(db)
+        views = await SqliteViewStore.open(views_file)
+        try:
+            engine = engine_for(store, views, ("kam-1",))
+            rebuilt = await engine.check_store()
+            ids = {(await views.load_checkpoint(name)).store_id for name in engine.projections}
+            assert ids == {store.store_id}
+            return rebuilt, ids, await snapshot(views)
+        finally:
+            await views.aclose()
+            await store.aclose()
+
+    rebuilt, _ids, kept = anyio.run(start)
+    assert rebuilt == []
+    assert kept == expected

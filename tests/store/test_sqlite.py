@@ -19,7 +19,9 @@ from gateway.store import (
     StoreUnavailable,
     WrongExpectedVersion,
 )
+from gateway.store.base import IdentifiedStore
 from gateway.store.sqlite import SqliteEventStore
+from gateway.store.sqlite_backup import backup_file
 from tests.builders import events, new_event
 
 pytestmark = pytest.mark.anyio
@@ -244,3 +246,58 @@ async def test_a_batch_of_many_streams_is_stored_whole(sqlite_store: SqliteEvent
     assert all(o.result and o.result.last_version == 2 for o in out)
     (event,) = await sqlite_store.load("m7", 2)
     assert event.data == {"id": "m7-2", "big": 2**70, "text": "zürich"}
+
+
+async def test_the_store_keeps_its_identity_and_a_backup_copy_carries_it(db_path: Path, tmp_path: Path) -> None:
+    store = await SqliteEventStore.open(db_path)
+    try:
+        assert isinstance(store, IdentifiedStore)
+        identity = store.store_id
+        await store.append("m-1", events(2), NO_STREAM)
+    finally:
+        await store.aclose()
+    await anyio.to_thread.run_sync(backup_file, db_path, tmp_path / "copy.db")
+
+    for path in (db_path, tmp_path / "copy.db"):
+        again = await SqliteEventStore.open(path)
+        try:
+            assert again.store_id == identity
+        finally:
+            await again.aclose()
+    other = await SqliteEventStore.open(tmp_path / "other.db")
+    try:
+        assert other.store_id != identity
+    finally:
+        await other.aclose()
+
+
+async def test_a_store_from_before_identities_gets_one_on_first_open(db_path: Path) -> None:
+    store = await SqliteEventStore.open(db_path)
+    await store.append("m-1", events(2), NO_STREAM)
+    await store.aclose()
+    with sqlite3.connect(db_path) as conn:
+        conn.execute("DROP TABLE store_meta")
+    conn.close()
+
+    first = await SqliteEventStore.open(db_path)
+    await first.aclose()
+    second = await SqliteEventStore.open(db_path)
+    try:
+        assert first.store_id == second.store_id
+        assert len((await second.read_all()).events) == 2
+    finally:
+        await second.aclose()
+
+
+async def test_a_checkpoint_is_beyond_the_head_only_past_every_position_ever_assigned(db_path: Path) -> None:
+    store = await SqliteEventStore.open(db_path)
+    try:
+        assert not await store.beyond_head(None)
+        assert await store.beyond_head("1")
+        await store.append("m-1", events(3), NO_STREAM)
+        checkpoint = (await store.read_all()).checkpoint
+        await store.delete_stream("m-1")  # positions are never reused: still this store's
+        assert not await store.beyond_head(checkpoint)
+        assert await store.beyond_head("4")
+    finally:
+        await store.aclose()
