@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -11,7 +12,9 @@ from pathlib import Path
 import anyio
 import pytest
 
+from gateway.config import parse_config
 from gateway.projections import SqliteViewStore
+from gateway.projections.run_projections import run_projections
 from gateway.projections.view_store import views_path
 from gateway.store.sqlite import SqliteEventStore
 from tests.cli import run_gateway
@@ -190,3 +193,34 @@ def test_views_from_before_checkpoints_named_their_store_are_kept_and_labelled(t
     rebuilt, _ids, kept = anyio.run(start)
     assert rebuilt == []
     assert kept == expected
+
+
+def test_gateway_run_rebuilds_the_views_of_a_replaced_store(
+        config: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    db = tmp_path / "events.db"
+    _append(db, "kam-1", START, 24)
+    _project(config)
+    _remove_store(db)
+    _append(db, "kam-2", START + timedelta(days=3), 48)
+    expected = _reference(db, tmp_path / "reference.db")
+    fleet = parse_config(config.read_text() + "\n[projections]\nenabled = true\ninterval_s = 0.05\n",
+                         base_dir=tmp_path)
+
+    async def run_until_rebuilt() -> None:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(run_projections, fleet)
+            with anyio.fail_after(30):
+                while True:
+                    await anyio.sleep(0.1)
+                    views = await SqliteViewStore.open(views_path(db))
+                    try:
+                        if await snapshot(views) == expected:
+                            break
+                    finally:
+                        await views.aclose()
+            tg.cancel_scope.cancel()
+
+    with caplog.at_level(logging.WARNING, logger="gateway"):
+        anyio.run(run_until_rebuilt)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "another event store" in warnings[0], warnings
