@@ -254,8 +254,8 @@ class ProjectionEngine:
                 reason = (f"their checkpoints are of another event store (id {checkpoint.store_id}, "
                           f"this store is {store_id}: the store was replaced)")
             elif await self.store.beyond_head(checkpoint.position):
-                reason = (f"their checkpoints are beyond the event store's last position "
-                          f"(an older copy of the store was restored)")
+                reason = ("their checkpoints are beyond the event store's last position "
+                          "(an older copy of the store was restored)")
             else:
                 if checkpoint.store_id is None:
                     await self.views.save_checkpoint(replace(checkpoint, store_id=store_id))
