@@ -16,7 +16,8 @@ refused, and the loser re-reads the documents and re-applies what they still lac
 Views know their store: each checkpoint records the event store's identity (``IdentifiedStore``,
 SQLite). At start-up ``check_store`` drops the views whose checkpoint is of another store (the store
 file was replaced, e.g. by a new ``gateway demo``) or lies beyond the store's head (an older backup
-of the same store was restored), with one WARNING, so they are projected again from the start
+of the same store was restored) or at an event other than the one it was taken after (that backup
+was written to since), with one WARNING, so they are projected again from the start
 instead of showing the old data and never seeing the new events.
 
 A checkpoint may move back when two engines race (the slower one saves an older position); that
@@ -185,6 +186,7 @@ class ProjectionEngine:
                 events_seen=checkpoint.events_seen + len(page.events),
                 updated_at=self.clock(),
                 store_id=self._store_id(),
+                last_event_id=page.events[-1].event_id if page.events else checkpoint.last_event_id,
             ))
         return page.done
 
@@ -241,7 +243,8 @@ class ProjectionEngine:
 
         Run it at start-up, with no other engine on the store (like ``rebuild``). A checkpoint that
         names no store (saved before checkpoints did) and is not beyond the head is taken as this
-        store's, and its store is recorded now."""
+        store's, and its store and event are recorded now. A checkpoint whose event was deleted
+        since (``gateway forget``) is kept: positions are never reused in one history."""
         if not isinstance(self.store, IdentifiedStore):
             return []  # Cosmos: the views store checks its events container (ViewsOfAnotherStore)
         store_id = self.store.store_id
@@ -256,9 +259,15 @@ class ProjectionEngine:
             elif await self.store.beyond_head(checkpoint.position):
                 reason = ("their checkpoints are beyond the event store's last position "
                           "(an older copy of the store was restored)")
+            elif checkpoint.last_event_id is not None and await self.store.event_at(
+                    checkpoint.position) not in (None, checkpoint.last_event_id):
+                reason = ("the event store holds other events at their checkpoints (an older copy "
+                          "of the store was restored and written to since)")
             else:
-                if checkpoint.store_id is None:
-                    await self.views.save_checkpoint(replace(checkpoint, store_id=store_id))
+                if checkpoint.store_id is None or checkpoint.last_event_id is None:
+                    await self.views.save_checkpoint(replace(
+                        checkpoint, store_id=store_id,
+                        last_event_id=await self.store.event_at(checkpoint.position)))
                 continue
             reasons.setdefault(reason, []).append(name)
         if not reasons:

@@ -59,6 +59,7 @@ class Checkpoint:
     events_seen: int = 0  # events read from the feed since the last rebuild
     updated_at: datetime | None = None
     store_id: str | None = None  # the event store the position is of (None: not known)
+    last_event_id: str | None = None  # the event at the position (None: not known)
 
 
 class ViewStore(Protocol):
@@ -106,16 +107,18 @@ CREATE TABLE IF NOT EXISTS checkpoints (
     position    TEXT,
     events_seen INTEGER NOT NULL,
     updated_at  TEXT    NOT NULL,
-    store_id    TEXT
+    store_id    TEXT,
+    last_event_id TEXT
 );
 """
 
 
 def _add_store_id(conn: sqlite3.Connection) -> None:
-    # Views files from before checkpoints named their event store: add the column (NULL: unknown).
+    # Views files from before checkpoints named their event store: add the columns (NULL: unknown).
     columns = {row["name"] for row in conn.execute("PRAGMA table_info(checkpoints)")}
-    if "store_id" not in columns:
-        conn.execute("ALTER TABLE checkpoints ADD COLUMN store_id TEXT")
+    for column in ("store_id", "last_event_id"):
+        if column not in columns:
+            conn.execute(f"ALTER TABLE checkpoints ADD COLUMN {column} TEXT")
 
 
 def views_path(store_path: Path) -> Path:
@@ -246,6 +249,7 @@ class SqliteViewStore:
             events_seen=row["events_seen"],
             updated_at=codec.parse_utc(row["updated_at"]),
             store_id=row["store_id"],
+            last_event_id=row["last_event_id"],
         )
 
     async def save_checkpoint(self, checkpoint: Checkpoint) -> None:
@@ -253,12 +257,13 @@ class SqliteViewStore:
 
         def upsert(conn: sqlite3.Connection) -> None:
             conn.execute(
-                "INSERT INTO checkpoints (projection, position, events_seen, updated_at, store_id)"
-                " VALUES (?, ?, ?, ?, ?) ON CONFLICT (projection) DO UPDATE SET"
+                "INSERT INTO checkpoints (projection, position, events_seen, updated_at, store_id,"
+                " last_event_id) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (projection) DO UPDATE SET"
                 " position = excluded.position, events_seen = excluded.events_seen,"
-                " updated_at = excluded.updated_at, store_id = excluded.store_id",
+                " updated_at = excluded.updated_at, store_id = excluded.store_id,"
+                " last_event_id = excluded.last_event_id",
                 (checkpoint.projection, checkpoint.position, checkpoint.events_seen, updated,
-                 checkpoint.store_id),
+                 checkpoint.store_id, checkpoint.last_event_id),
             )
 
         await self._run(upsert)

@@ -106,3 +106,8 @@ class IdentifiedStore(Protocol):
         """True when ``checkpoint`` is after every position this store ever assigned (it was taken
         on another or a later state of the store)."""
         ...
+
+    async def event_at(self, checkpoint: str) -> str | None:
+        """The id of the event a checkpoint was taken after (None: that event is gone). Another id
+        there means the history was rewound and written again (an older backup restored)."""
+        ...

@@ -312,6 +312,17 @@ class SqliteEventStore:
         as it stands (an older copy of it was restored, or it is another store)."""
         return _position_of(checkpoint) > await self.head_position()
 
+    async def event_at(self, checkpoint: str) -> str | None:
+        """The id of the event at a checkpoint's position (None: deleted, or never there)."""
+        position = _position_of(checkpoint)
+
+        def select(conn: sqlite3.Connection) -> str | None:
+            row = conn.execute("SELECT event_id FROM events WHERE position = ?", (position,)).fetchone()
+            return None if row is None else str(row[0])
+
+        self.stats.reads += 1
+        return await self._run(select)
+
     async def events_after(self, checkpoint: str | None) -> int:
         """How many events were committed after a ``read_all`` checkpoint (projection lag)."""
         after = _position_of(checkpoint)
