@@ -53,7 +53,10 @@ def iso_utc(value: datetime) -> str:
     """ISO-8601 in UTC with an explicit 'Z'; naive datetimes are refused (they hide their zone)."""
     if value.tzinfo is None or value.utcoffset() is None:
         raise ValueError(f"naive datetime {value!r}: event times must be timezone-aware")
-    return value.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+    try:
+        return value.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+    except OverflowError:  # 0001-01-01 at +02:00 is in year 0 in UTC
+        raise ValueError(f"datetime {value!r} has no UTC form (outside years 1-9999)") from None
 
 
 def parse_utc(text: str) -> datetime:

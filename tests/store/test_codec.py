@@ -81,3 +81,10 @@ def test_uuid_and_enum_are_stored_as_their_value() -> None:
 
     value = uuid.UUID("12345678-1234-5678-1234-567812345678")
     assert codec.loads(codec.dumps({"id": value, "phase": Phase.L1})) == {"id": str(value), "phase": 1}
+
+
+def test_a_datetime_without_a_utc_form_is_refused_as_a_value_error() -> None:
+    # Found by the property test above: 0001-01-01 at +02:00 lies before year 1 in UTC.
+    value = {"t": datetime(1, 1, 1, tzinfo=timezone(timedelta(hours=2)))}
+    with pytest.raises(ValueError, match="no UTC form"):
+        codec.dumps(value)
