@@ -29,7 +29,10 @@ from gateway.config.logsetup import configure
 from gateway.wiring import UnsupportedStore, open_poller
 from gateway.projections.run_projections import run_projections
 from gateway.polling.scheduler import Scheduler
+from gateway.domain.poll_result import PollSummary
 from gateway.store.errors import StoreError
+from gateway.ops.metrics import RunMetrics, serve_metrics
+from gateway.ops.sd_notify import Notifier
 
 log = logging.getLogger("gateway.run")
 
@@ -87,7 +90,15 @@ async def serve(fleet: FleetConfig, seed: int = 0, config_path: Path | None = No
     wanted = (signal.SIGTERM, signal.SIGINT, *((signal.SIGHUP,) if config_path is not None else ()))
     with anyio.open_signal_receiver(*wanted) as signals:
         async with open_poller(fleet) as poller:
-            running = _Running(fleet, Scheduler(fleet, poller, seed=seed))
+            metrics, notifier = RunMetrics(fleet), Notifier()
+
+            def on_poll(summary: PollSummary) -> None:  # the scheduler's progress: metrics and watchdog
+                metrics.on_poll(summary)
+                notifier.progress(metrics.status_line())
+
+            running = _Running(fleet, Scheduler(fleet, poller, seed=seed, on_poll=on_poll))
+            metrics.backoff_count = lambda: sum(
+                1 for m in running.fleet.meters if running.scheduler.backoff.period(m.id) > 1)
             async with anyio.create_task_group() as tg:
 
                 async def watch_signals() -> None:
@@ -99,6 +110,7 @@ async def serve(fleet: FleetConfig, seed: int = 0, config_path: Path | None = No
                         elif not running.stopping:
                             log.info("%s: finishing the polls in flight, then flushing and stopping", name)
                             running.stopping = True
+                            notifier.stopping()
                             running.scheduler.stop()
                             running.wake()
                         else:
@@ -116,6 +128,9 @@ async def serve(fleet: FleetConfig, seed: int = 0, config_path: Path | None = No
 
                 tg.start_soon(watch_signals, name="signal watcher")
                 tg.start_soon(projections, name="projections")
+                if fleet.metrics.enabled:
+                    await tg.start(serve_metrics, metrics, name="metrics")
+                notifier.ready(metrics.status_line())
                 log.info("gateway %s: polling %d meters into %s", fleet.gateway_id, len(fleet.meters),
                          _describe_store(fleet))
                 epoch = None
@@ -133,7 +148,7 @@ async def serve(fleet: FleetConfig, seed: int = 0, config_path: Path | None = No
                     running.fleet, running.reloaded = running.reloaded, None
                     logging.getLogger().setLevel(running.fleet.logging.level)
                     poller.use_fleet(running.fleet)
-                    running.scheduler = Scheduler(running.fleet, poller, seed=seed)
+                    running.scheduler = Scheduler(running.fleet, poller, seed=seed, on_poll=on_poll)
                     running.scheduler.backoff = carried_backoff(previous.backoff, old_fleet, running.fleet)
                     running.projections.cancel()
                     log.info("config reloaded: polling %d meters", len(running.fleet.meters))

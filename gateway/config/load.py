@@ -36,6 +36,8 @@ from gateway.config.model import (
     MeterConfig,
     OpticalPortConfig,
     ProjectionsConfig,
+    MetricsConfig,
+    DEFAULT_METRICS,
     Schedule,
     Schedules,
     SecurityConfig,
@@ -103,7 +105,7 @@ def parse_config(
 def _read_fleet(ctx: Context, data: dict[str, Any], source: Path) -> FleetConfig | None:
     top = Table(ctx, data, "", (
         "gateway_id", "default_timezone", "clock_drift_threshold_s", "store", "schedules", "limits",
-        "logging", "projections", "concentrators", "optical_ports", "meters",
+        "logging", "projections", "metrics", "concentrators", "optical_ports", "meters",
     ))
     gateway_id = top.ident("gateway_id")
     default_tz = _timezone(top, "default_timezone") if top.has("default_timezone") else None
@@ -113,6 +115,7 @@ def _read_fleet(ctx: Context, data: dict[str, Any], source: Path) -> FleetConfig
     limits = _read_limits(top)
     logging = _read_logging(top)
     projections = _read_projections(top)
+    metrics = _read_metrics(top)
     concentrator_tables = top.array_of_tables("concentrators")
     optical_tables = top.array_of_tables("optical_ports")
     concentrators = [c for p, d in concentrator_tables if (c := _read_concentrator(ctx, p, d))]
@@ -132,7 +135,7 @@ def _read_fleet(ctx: Context, data: dict[str, Any], source: Path) -> FleetConfig
     _check_fleet(ctx, meters, connections, limits)
     if ctx.issues:
         return None
-    assert gateway_id and drift is not None and store and schedules and limits and logging and projections
+    assert gateway_id and drift is not None and store and schedules and limits and logging and projections and metrics
     return FleetConfig(
         source=source,
         gateway_id=gateway_id,
@@ -145,6 +148,7 @@ def _read_fleet(ctx: Context, data: dict[str, Any], source: Path) -> FleetConfig
         optical_ports=tuple(optical),
         meters=tuple(meters),
         projections=projections,
+        metrics=metrics,
     )
 
 
@@ -256,6 +260,19 @@ def _read_logging(top: Table) -> LoggingConfig | None:
     level = logging.choice("level", LOG_LEVELS, "INFO")
     fmt = logging.choice("format", LOG_FORMATS, "text")
     return LoggingConfig(level, fmt) if level is not None and fmt is not None else None
+
+
+def _read_metrics(top: Table) -> MetricsConfig | None:
+    table = top.table("metrics", ("enabled", "address", "port", "stale_intervals"))
+    if table is None:
+        return DEFAULT_METRICS
+    enabled = table.boolean("enabled", DEFAULT_METRICS.enabled)
+    address = table.string("address", DEFAULT_METRICS.address)
+    port = table.integer("port", DEFAULT_METRICS.port, lo=0, hi=65535)
+    stale = table.integer("stale_intervals", DEFAULT_METRICS.stale_intervals, lo=1, hi=1000)
+    if enabled is None or address is None or port is None or stale is None:
+        return None
+    return MetricsConfig(enabled, address, port, stale)
 
 
 def _read_projections(top: Table) -> ProjectionsConfig | None:

@@ -164,6 +164,19 @@ DEFAULT_PROJECTIONS = ProjectionsConfig(enabled=False, interval_s=1.0, batch_siz
 
 
 @dataclass(frozen=True, slots=True)
+class MetricsConfig:
+    """``[metrics]``: whether ``gateway run`` serves /metrics (Prometheus) and /healthz, and where."""
+
+    enabled: bool
+    address: str
+    port: int
+    stale_intervals: int  # /healthz is 503 once nothing was stored for this many poll intervals
+
+
+DEFAULT_METRICS = MetricsConfig(enabled=False, address="127.0.0.1", port=9464, stale_intervals=3)
+
+
+@dataclass(frozen=True, slots=True)
 class FleetConfig:
     source: Path
     gateway_id: str
@@ -176,6 +189,7 @@ class FleetConfig:
     optical_ports: tuple[OpticalPortConfig, ...]
     meters: tuple[MeterConfig, ...]
     projections: ProjectionsConfig = DEFAULT_PROJECTIONS
+    metrics: MetricsConfig = DEFAULT_METRICS
 
     def meter(self, meter_id: str) -> MeterConfig:
         for meter in self.meters:

@@ -1,0 +1,1 @@
+"""What an operator's monitoring sees of a running gateway: Prometheus metrics, /healthz, systemd notify."""

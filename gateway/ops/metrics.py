@@ -1,0 +1,137 @@
+"""Prometheus metrics and /healthz of one ``gateway run``, served by a tiny anyio HTTP server.
+
+``RunMetrics`` owns its own ``CollectorRegistry`` (never the process-global one), so several gateways
+(tests) can run in one process. The scheduler's ``on_poll`` hook feeds it each ``PollSummary``;
+``serve_metrics`` answers ``GET /metrics`` and ``GET /healthz`` inside run's task group (no thread:
+prometheus_client's own ``start_http_server`` would start one).
+
+/healthz is 503 when the last poll could not store what it read, or when nothing was stored for
+``stale_intervals`` of the fleet's shortest poll interval; otherwise 200.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import anyio
+from anyio.abc import SocketStream
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from gateway.config import FleetConfig, SqliteStoreConfig
+from gateway.domain.poll_result import PollSummary
+
+log = logging.getLogger("gateway.metrics")
+
+
+class RunMetrics:
+    def __init__(self, fleet: FleetConfig, *, clock=time.monotonic) -> None:  # type: ignore[no-untyped-def]
+        self.fleet = fleet
+        self._clock = clock
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.polls = Counter("gateway_polls", "Polls finished, by outcome and error class",
+                             ["outcome", "error"], registry=r)
+        self.poll_duration = Histogram("gateway_poll_duration_seconds", "Duration of one poll (all attempts)",
+                                       buckets=(0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120), registry=r)
+        self.events_stored = Counter("gateway_events_stored", "Events appended to the store by polls", registry=r)
+        self.meters_failing = Gauge("gateway_meters_failing", "Meters whose last poll failed", registry=r)
+        self.meters_ok = Gauge("gateway_meters_ok", "Meters whose last poll succeeded", registry=r)
+        self.meters_in_backoff = Gauge("gateway_meters_in_backoff", "Meters the scheduler is backing off",
+                                       registry=r)
+        self.last_store_ok = Gauge("gateway_last_store_success_timestamp_seconds",
+                                   "Unix time of the last poll whose events were stored", registry=r)
+        self.store_errors = Counter("gateway_store_errors", "Polls whose events could not be stored", registry=r)
+        self.store_size = Gauge("gateway_store_file_bytes", "Size of the SQLite store file", registry=r)
+        self.store_size.set_function(self._store_size)
+        self._last: dict[str, PollSummary] = {}
+        self.last_store_error: str | None = None
+        self._last_stored_at = clock()  # start-up counts: a fresh gateway is not stale
+        self.backoff_count = lambda: 0
+
+    def _store_size(self) -> float:
+        if isinstance(self.fleet.store, SqliteStoreConfig):
+            try:
+                return float(Path(self.fleet.store.path).stat().st_size)
+            except OSError:
+                return 0.0
+        return 0.0
+
+    def on_poll(self, summary: PollSummary) -> None:
+        error = summary.first_error
+        if summary.ok:
+            outcome, kind = "ok", ""
+        elif error is not None:
+            outcome, kind = "failed", error.kind
+        else:
+            outcome, kind = "store_failed", "store"
+        self.polls.labels(outcome=outcome, error=kind).inc()
+        self.poll_duration.observe(summary.duration_s)
+        self._last[summary.meter_id] = summary
+        if summary.store_error is not None:
+            self.store_errors.inc()
+            self.last_store_error = summary.store_error
+        elif summary.stored or summary.already_stored or summary.ok:
+            self.last_store_error = None
+            self._last_stored_at = self._clock()
+            self.last_store_ok.set_to_current_time()
+            self.events_stored.inc(sum(summary.stored.values()))
+        ok = sum(1 for s in self._last.values() if s.ok)
+        self.meters_ok.set(ok)
+        self.meters_failing.set(len(self._last) - ok)
+        self.meters_in_backoff.set(self.backoff_count())
+
+    def status_line(self) -> str:
+        ok = sum(1 for s in self._last.values() if s.ok)
+        return f"{ok} meters ok, {len(self._last) - ok} failed, {len(self.fleet.meters)} configured"
+
+    def health(self) -> tuple[bool, str]:
+        if self.last_store_error is not None:
+            return False, f"store failing: {self.last_store_error}"
+        sch = self.fleet.schedules
+        intervals = [s.interval_s for s in (sch.registers, sch.load_profile, sch.clock_check, sch.event_log)
+                     if getattr(s, "enabled", True)]
+        shortest = min(intervals, default=None)
+        if shortest is not None:
+            quiet = self._clock() - self._last_stored_at
+            if quiet > self.fleet.metrics.stale_intervals * shortest:
+                return False, f"nothing stored for {quiet:.0f} s"
+        return True, "ok"
+
+
+async def serve_metrics(metrics: RunMetrics, *, task_status=anyio.TASK_STATUS_IGNORED) -> None:  # type: ignore[no-untyped-def]
+    """Listen on ``[metrics]`` address:port until cancelled; ``task_status`` gets the bound port."""
+    cfg = metrics.fleet.metrics
+    listener = await anyio.create_tcp_listener(local_host=cfg.address, local_port=cfg.port)
+    async with listener:
+        port = listener.extra(anyio.abc.SocketAttribute.local_port)
+        log.info("metrics on http://%s:%d/metrics", cfg.address, port)
+        task_status.started(port)
+        await listener.serve(lambda stream: _answer(metrics, stream))
+
+
+async def _answer(metrics: RunMetrics, stream: SocketStream) -> None:
+    async with stream:
+        try:
+            with anyio.fail_after(5):
+                request = b""
+                while b"\r\n\r\n" not in request and len(request) < 8192:
+                    request += await stream.receive()
+        except (TimeoutError, anyio.EndOfStream, anyio.BrokenResourceError, OSError):
+            return
+        parts = request.split(b"\r\n", 1)[0].split()
+        path = parts[1].decode(errors="replace").split("?")[0] if len(parts) >= 2 else ""
+        if path == "/metrics":
+            status, ctype, body = "200 OK", CONTENT_TYPE_LATEST, generate_latest(metrics.registry)
+        elif path == "/healthz":
+            healthy, why = metrics.health()
+            status = "200 OK" if healthy else "503 Service Unavailable"
+            ctype, body = "text/plain; charset=utf-8", (why + "\n").encode()
+        else:
+            status, ctype, body = "404 Not Found", "text/plain", b"not found\n"
+        head = f"HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+        try:
+            await stream.send(head.encode() + body)
+        except (anyio.BrokenResourceError, OSError):
+            pass
