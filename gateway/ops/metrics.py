@@ -21,6 +21,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from gateway.config import FleetConfig, SqliteStoreConfig
 from gateway.domain.poll_result import PollSummary
+from gateway.polling.health import HealthStore
 
 log = logging.getLogger("gateway.metrics")
 
@@ -45,10 +46,17 @@ class RunMetrics:
         self.store_errors = Counter("gateway_store_errors", "Polls whose events could not be stored", registry=r)
         self.store_size = Gauge("gateway_store_file_bytes", "Size of the SQLite store file", registry=r)
         self.store_size.set_function(self._store_size)
+        self.clock_drift = Gauge("gateway_meter_clock_drift_seconds",
+                                 "Meter clock minus gateway clock at the meter's last clock read", ["meter"],
+                                 registry=r)
+        self.intervals_missing = Gauge("gateway_meter_intervals_missing",
+                                       "Load-profile intervals not stored (behind plus gaps), from the health table",
+                                       ["meter"], registry=r)
         self._last: dict[str, PollSummary] = {}
         self.last_store_error: str | None = None
         self._last_stored_at = clock()  # start-up counts: a fresh gateway is not stale
         self.backoff_count = lambda: 0
+        self.health_store: HealthStore | None = None
 
     def _store_size(self) -> float:
         if isinstance(self.fleet.store, SqliteStoreConfig):
@@ -69,6 +77,9 @@ class RunMetrics:
         self.polls.labels(outcome=outcome, error=kind).inc()
         self.poll_duration.observe(summary.duration_s)
         self._last[summary.meter_id] = summary
+        clock = summary.result.clock if summary.result is not None else None
+        if clock is not None:
+            self.clock_drift.labels(meter=summary.meter_id).set(clock.offset.total_seconds())
         if summary.store_error is not None:
             self.store_errors.inc()
             self.last_store_error = summary.store_error
@@ -81,6 +92,18 @@ class RunMetrics:
         self.meters_ok.set(ok)
         self.meters_failing.set(len(self._last) - ok)
         self.meters_in_backoff.set(self.backoff_count())
+
+    async def refresh(self) -> None:
+        """Before a scrape: what is read from storage rather than pushed by polls."""
+        if self.health_store is None:
+            return
+        try:
+            table = await self.health_store.all()
+        except Exception as exc:  # noqa: BLE001 - a scrape must answer even if the health table cannot
+            log.warning("metrics: cannot read the health table: %s", exc)
+            return
+        for meter_id, health in table.items():
+            self.intervals_missing.labels(meter=meter_id).set(health.intervals_missing)
 
     def status_line(self) -> str:
         ok = sum(1 for s in self._last.values() if s.ok)
@@ -123,6 +146,7 @@ async def _answer(metrics: RunMetrics, stream: SocketStream) -> None:
         parts = request.split(b"\r\n", 1)[0].split()
         path = parts[1].decode(errors="replace").split("?")[0] if len(parts) >= 2 else ""
         if path == "/metrics":
+            await metrics.refresh()
             status, ctype, body = "200 OK", CONTENT_TYPE_LATEST, generate_latest(metrics.registry)
         elif path == "/healthz":
             healthy, why = metrics.health()

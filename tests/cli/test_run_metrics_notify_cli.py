@@ -83,7 +83,8 @@ async def test_run_notifies_systemd_and_serves_metrics(tmp_path: Path) -> None:
                 assert status == 200, body
                 families = {f.name for f in text_string_to_metric_families((await _get(port, "/metrics"))[1])}
                 assert {"gateway_poll_duration_seconds", "gateway_meters_in_backoff",
-                        "gateway_store_file_bytes"} <= families
+                        "gateway_store_file_bytes", "gateway_meter_clock_drift_seconds",
+                        "gateway_meter_intervals_missing"} <= families
         finally:
             process.send_signal(signal.SIGTERM)
             with anyio.fail_after(30):
