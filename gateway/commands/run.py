@@ -91,7 +91,7 @@ async def serve(fleet: FleetConfig, seed: int = 0, config_path: Path | None = No
     with anyio.open_signal_receiver(*wanted) as signals:
         async with open_poller(fleet) as poller:
             metrics, notifier = RunMetrics(fleet), Notifier()
-            metrics.health_store = poller.health
+            metrics.health_store, metrics.sink = poller.health, getattr(poller.history, "sink", None)
 
             def on_poll(summary: PollSummary) -> None:  # the scheduler's progress: metrics and watchdog
                 metrics.on_poll(summary)

@@ -52,6 +52,16 @@ class RunMetrics:
         self.intervals_missing = Gauge("gateway_meter_intervals_missing",
                                        "Load-profile intervals not stored (behind plus gaps), from the health table",
                                        ["meter"], registry=r)
+        self.writer_latency = Gauge("gateway_writer_append_latency_seconds",
+                                    "Store round trip of the batched writer's appends (recent samples)",
+                                    ["quantile"], registry=r)
+        self.writer_flushes = Gauge("gateway_writer_flushes", "Flushes of the batched writer since start",
+                                    registry=r)
+        self.outbox_depth = Gauge("gateway_outbox_depth", "Events waiting in the outbox for Cosmos DB",
+                                  registry=r)
+        self.outbox_oldest_age = Gauge("gateway_outbox_oldest_age_seconds",
+                                       "Age of the oldest event waiting in the outbox (0 when empty)", registry=r)
+        self.sink: object | None = None  # the poller's event sink: WriterSink (SQLite) or OutboxSink (Cosmos)
         self._last: dict[str, PollSummary] = {}
         self.last_store_error: str | None = None
         self._last_stored_at = clock()  # start-up counts: a fresh gateway is not stale
@@ -95,6 +105,22 @@ class RunMetrics:
 
     async def refresh(self) -> None:
         """Before a scrape: what is read from storage rather than pushed by polls."""
+        writer = getattr(self.sink, "writer", None)
+        if writer is not None:
+            self.writer_flushes.set(writer.metrics.flushes)
+            for q in (50, 99):
+                ms = writer.metrics.latency_percentile_ms(q)
+                if ms is not None:
+                    self.writer_latency.labels(quantile=str(q / 100)).set(ms / 1000)
+        outbox = getattr(self.sink, "outbox", None)
+        if outbox is not None:
+            try:
+                state = await outbox.state()
+            except Exception as exc:  # noqa: BLE001 - a scrape must answer even if the outbox cannot
+                log.warning("metrics: cannot read the outbox state: %s", exc)
+            else:
+                self.outbox_depth.set(state.depth)
+                self.outbox_oldest_age.set(state.oldest_age_s or 0.0)
         if self.health_store is None:
             return
         try:

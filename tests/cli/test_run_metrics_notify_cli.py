@@ -81,10 +81,14 @@ async def test_run_notifies_systemd_and_serves_metrics(tmp_path: Path) -> None:
                     await anyio.sleep(0.2)
                 status, body = await _get(port, "/healthz")
                 assert status == 200, body
-                families = {f.name for f in text_string_to_metric_families((await _get(port, "/metrics"))[1])}
+                scraped = list(text_string_to_metric_families((await _get(port, "/metrics"))[1]))
+                families = {f.name for f in scraped}
+                samples = {s.name: s.value for f in scraped for s in f.samples}
+                assert samples["gateway_writer_flushes"] > 0 and samples["gateway_store_file_bytes"] > 0
+                assert samples["gateway_last_store_success_timestamp_seconds"] > 0
                 assert {"gateway_poll_duration_seconds", "gateway_meters_in_backoff",
                         "gateway_store_file_bytes", "gateway_meter_clock_drift_seconds",
-                        "gateway_meter_intervals_missing"} <= families
+                        "gateway_meter_intervals_missing", "gateway_writer_append_latency_seconds"} <= families
         finally:
             process.send_signal(signal.SIGTERM)
             with anyio.fail_after(30):
