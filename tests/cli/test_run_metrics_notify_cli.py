@@ -113,3 +113,44 @@ def test_healthz_is_503_when_storing_fails_or_goes_stale(tmp_path: Path) -> None
     assert metrics.health()[0]
     now[0] = 1000.0
     assert not metrics.health()[0]
+
+
+@pytest.mark.slow
+@pytest.mark.anyio
+async def test_healthz_turns_503_when_nothing_is_stored_for_n_intervals(tmp_path: Path) -> None:
+    port = _free_port()
+    config_path = tmp_path / "fleet.toml"
+    env = {**os.environ, **SECRETS, "PYTHONPATH": str(REPO_ROOT)}
+    env.pop("NOTIFY_SOCKET", None)
+    async with MeterSimulator(SimulatorConfig(meters=fleet(2), framing=Framing.BOTH, speed=1.0)) as simulator:
+        config_path.write_text(fleet_toml(simulator, str(tmp_path / "events.db"), absent=False, interval_s=1.0,
+                                          deadline_s=1.0, response_s=0.3, connect_s=0.3)
+                               + f'\n[metrics]\nenabled = true\nport = {port}\nstale_intervals = 2\n')
+        process = await anyio.open_process([sys.executable, "-m", "gateway", "run", "--config", str(config_path)],
+                                           env=env)
+        try:
+            with anyio.fail_after(30):
+                while True:  # up, and storing what the meters answer
+                    try:
+                        status, body = await _get(port, "/healthz")
+                    except OSError:
+                        await anyio.sleep(0.1)
+                        continue
+                    if status == 200 and _polls((await _get(port, "/metrics"))[1]) > 0:
+                        break
+                    await anyio.sleep(0.1)
+        except BaseException:
+            process.send_signal(signal.SIGTERM)
+            raise
+    try:
+        # The meters are gone: polls fail, nothing is stored, and after 2 intervals /healthz says so.
+        with anyio.fail_after(30):
+            while (await _get(port, "/healthz"))[0] == 200:
+                await anyio.sleep(0.2)
+        status, body = await _get(port, "/healthz")
+        assert status == 503 and "nothing stored" in body
+    finally:
+        process.send_signal(signal.SIGTERM)
+        with anyio.fail_after(30):
+            await process.wait()
+    assert process.returncode == 0
