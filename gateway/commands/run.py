@@ -31,7 +31,7 @@ from gateway.projections.run_projections import run_projections
 from gateway.polling.scheduler import Scheduler
 from gateway.domain.poll_result import PollSummary
 from gateway.store.errors import StoreError
-from gateway.ops.metrics import RunMetrics, serve_metrics
+from gateway.ops.metrics import RunMetrics, refresh_outbox_state, serve_metrics
 from gateway.ops.sd_notify import Notifier
 
 log = logging.getLogger("gateway.run")
@@ -129,6 +129,7 @@ async def serve(fleet: FleetConfig, seed: int = 0, config_path: Path | None = No
 
                 tg.start_soon(watch_signals, name="signal watcher")
                 tg.start_soon(projections, name="projections")
+                tg.start_soon(refresh_outbox_state, metrics, name="outbox state for STATUS=")
                 if fleet.metrics.enabled:
                     await tg.start(serve_metrics, metrics, name="metrics")
                 notifier.ready(metrics.status_line())
@@ -147,6 +148,7 @@ async def serve(fleet: FleetConfig, seed: int = 0, config_path: Path | None = No
                     previous, old_fleet = running.scheduler, running.fleet
                     assert running.reloaded is not None
                     running.fleet, running.reloaded = running.reloaded, None
+                    metrics.fleet = running.fleet
                     logging.getLogger().setLevel(running.fleet.logging.level)
                     poller.use_fleet(running.fleet)
                     running.scheduler = Scheduler(running.fleet, poller, seed=seed, on_poll=on_poll)

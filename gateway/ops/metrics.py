@@ -67,6 +67,7 @@ class RunMetrics:
         self._last_stored_at = clock()  # start-up counts: a fresh gateway is not stale
         self.backoff_count = lambda: 0
         self.health_store: HealthStore | None = None
+        self.last_outbox_depth: int | None = None  # as of the last scrape (Cosmos path)
 
     def _store_size(self) -> float:
         if isinstance(self.fleet.store, SqliteStoreConfig):
@@ -120,6 +121,7 @@ class RunMetrics:
                 log.warning("metrics: cannot read the outbox state: %s", exc)
             else:
                 self.outbox_depth.set(state.depth)
+                self.last_outbox_depth = state.depth
                 self.outbox_oldest_age.set(state.oldest_age_s or 0.0)
         if self.health_store is None:
             return
@@ -133,7 +135,8 @@ class RunMetrics:
 
     def status_line(self) -> str:
         ok = sum(1 for s in self._last.values() if s.ok)
-        return f"{ok} meters ok, {len(self._last) - ok} failed, {len(self.fleet.meters)} configured"
+        line = f"{ok} meters ok, {len(self._last) - ok} failed, {len(self.fleet.meters)} configured"
+        return line if self.last_outbox_depth is None else f"{line}, outbox {self.last_outbox_depth} events"
 
     def health(self) -> tuple[bool, str]:
         if self.last_store_error is not None:
@@ -147,6 +150,15 @@ class RunMetrics:
             if quiet > self.fleet.metrics.stale_intervals * shortest:
                 return False, f"nothing stored for {quiet:.0f} s"
         return True, "ok"
+
+
+async def refresh_outbox_state(metrics: RunMetrics, period_s: float = 15.0) -> None:
+    """Cosmos path: keep the outbox depth of STATUS= (systemctl status) current between scrapes."""
+    if getattr(metrics.sink, "outbox", None) is None:
+        return
+    while True:
+        await metrics.refresh()
+        await anyio.sleep(period_s)
 
 
 async def serve_metrics(metrics: RunMetrics, *, task_status=anyio.TASK_STATUS_IGNORED) -> None:  # type: ignore[no-untyped-def]
