@@ -98,6 +98,7 @@ async def serve(fleet: FleetConfig, seed: int = 0, config_path: Path | None = No
                 notifier.progress(metrics.status_line())
 
             running = _Running(fleet, Scheduler(fleet, poller, seed=seed, on_poll=on_poll))
+            running.scheduler.on_slot = notifier.alive
             metrics.backoff_count = lambda: sum(
                 1 for m in running.fleet.meters if running.scheduler.backoff.period(m.id) > 1)
             async with anyio.create_task_group() as tg:
@@ -152,6 +153,7 @@ async def serve(fleet: FleetConfig, seed: int = 0, config_path: Path | None = No
                     logging.getLogger().setLevel(running.fleet.logging.level)
                     poller.use_fleet(running.fleet)
                     running.scheduler = Scheduler(running.fleet, poller, seed=seed, on_poll=on_poll)
+                    running.scheduler.on_slot = notifier.alive
                     running.scheduler.backoff = carried_backoff(previous.backoff, old_fleet, running.fleet)
                     running.projections.cancel()
                     log.info("config reloaded: polling %d meters", len(running.fleet.meters))

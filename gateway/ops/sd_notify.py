@@ -38,12 +38,20 @@ class Notifier:
 
     def progress(self, status: str) -> None:
         """A poll finished: pet the watchdog (at most every half period) and update STATUS=."""
-        fields = [f"STATUS={status}"]
+        self.send(*(["WATCHDOG=1"] if self._pet_due() else []), f"STATUS={status}")
+
+    def alive(self) -> None:
+        """The poll loop moved (a slot passed, polled or skipped by backoff): pet the watchdog."""
+        if self._pet_due():
+            self.send("WATCHDOG=1")
+
+    def _pet_due(self) -> bool:
+        # At most every quarter period: one lost or late datagram never lets the watchdog fire.
         now = time.monotonic()
-        if self.watchdog_interval_s is not None and now - self._last_pet >= self.watchdog_interval_s / 2:
-            self._last_pet = now
-            fields.insert(0, "WATCHDOG=1")
-        self.send(*fields)
+        if self.watchdog_interval_s is None or now - self._last_pet < self.watchdog_interval_s / 2:
+            return False
+        self._last_pet = now
+        return True
 
     def stopping(self) -> None:
         self.send("STOPPING=1")

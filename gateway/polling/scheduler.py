@@ -254,6 +254,9 @@ class Scheduler:
         self.poller = poller
         self.seed = seed
         self.on_poll = on_poll
+        # After every slot of a meter job, polled or skipped by backoff: proof that the loop moves
+        # (gateway run pets the systemd watchdog with it).
+        self.on_slot: Callable[[], None] | None = None
         self.limits = FleetLimits(fleet)
         wanted = set(meters) if meters is not None else None
         self.meters: tuple[MeterConfig, ...] = tuple(m for m in fleet.meters if wanted is None or m.id in wanted)
@@ -394,6 +397,8 @@ class Scheduler:
             if self.backoff.should_poll(meter.id):
                 if await self._poll_meter(meter, frozenset(steps), abandon_on_stop=True) is None:
                     return
+            if self.on_slot is not None:
+                self.on_slot()
             now = anyio.current_time()
             for name in due:
                 # The next slot after now: a poll that overran its interval skips slots rather

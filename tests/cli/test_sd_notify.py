@@ -39,3 +39,10 @@ def test_abstract_socket_and_no_socket() -> None:
     quiet.ready("up")  # not under systemd: nothing to do, no error
     assert quiet.watchdog_interval_s is None
     assert Notifier({"WATCHDOG_USEC": "1000", "WATCHDOG_PID": "1"}).watchdog_interval_s is None  # not ours
+
+
+def test_a_slot_without_a_poll_still_pets_the_watchdog(tmp_path: Path) -> None:
+    with _receiver(tmp_path / "n.sock") as sock:
+        notifier = Notifier({"NOTIFY_SOCKET": str(tmp_path / "n.sock"), "WATCHDOG_USEC": "60000000"})
+        notifier.alive()
+        assert sock.recv(100) == b"WATCHDOG=1"
