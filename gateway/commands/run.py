@@ -9,7 +9,10 @@ stays in the outbox file for the next start.
 SIGHUP reloads the config file (gateway.polling.fleet_reload): the polls in flight finish, then the new
 fleet is polled; a config that is invalid or changes ``[store]``/``gateway_id`` is refused with an
 ERROR line and the gateway goes on with the running one.
-Exit codes: 0 stopped by a signal, 2 the config is invalid, 1 the store cannot be opened.
+One `gateway run` per store (gateway.commands._run_lock): a second one exits 1 at once, naming the
+first one's pid; `gateway poll` beside it stays allowed.
+Exit codes: 0 stopped by a signal, 2 the config is invalid, 1 the store cannot be opened or another
+gateway runs on it.
 """
 from __future__ import annotations
 
@@ -26,6 +29,7 @@ from gateway.config.model import LOG_FORMATS
 from gateway.polling.fleet_reload import ReloadRefused, carried_backoff, describe_changes, load_for_reload
 from gateway.polling.health import HealthError
 from gateway.config.logsetup import configure
+from gateway.commands._run_lock import gateway_run_lock
 from gateway.wiring import UnsupportedStore, open_poller
 from gateway.projections.run_projections import run_projections
 from gateway.polling.scheduler import Scheduler
@@ -61,7 +65,8 @@ def run(args: argparse.Namespace) -> int:
         return 2
     configure(fleet.logging.level, args.log_format or fleet.logging.format)
     try:
-        anyio.run(serve, fleet, args.seed, args.config)
+        with gateway_run_lock(fleet.store):
+            anyio.run(serve, fleet, args.seed, args.config)
     except (UnsupportedStore, StoreError, HealthError, OSError) as exc:
         log.error("cannot start: %s", exc)
         return 1
