@@ -21,6 +21,7 @@ from gateway.config import ConfigError, FleetConfig, load_config
 from gateway.config.model import LOG_FORMATS
 from gateway.polling.health import HealthError
 from gateway.config.logsetup import configure
+from gateway.commands._errors import describe_os_error
 from gateway.domain.poll_result import NOT_ATTEMPTED, PollSummary
 from gateway.wiring import ForwarderSettings, UnsupportedStore, open_poller
 from gateway.polling.scheduler import ALL_STEPS, Scheduler
@@ -54,6 +55,9 @@ def run(args: argparse.Namespace) -> int:
         summary, forwarded = anyio.run(_poll, fleet, args.meter, max(0.0, args.forward_wait))
     except (UnsupportedStore, StoreError, HealthError) as exc:
         print(f"gateway poll: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:  # the store's directory or files
+        print(f"gateway poll: cannot use the store: {describe_os_error(exc)}", file=sys.stderr)
         return 1
     print(format_summary(summary))
     if forwarded is not None:

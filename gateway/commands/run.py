@@ -17,6 +17,7 @@ gateway runs on it.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import signal
 import sys
@@ -30,6 +31,7 @@ from gateway.polling.fleet_reload import ReloadRefused, carried_backoff, describ
 from gateway.polling.health import HealthError
 from gateway.config.logsetup import configure
 from gateway.commands._run_lock import gateway_run_lock
+from gateway.commands._store_check import StoreUnusable, StoreWriteWatch, check_store_file
 from gateway.wiring import UnsupportedStore, open_poller
 from gateway.projections.run_projections import run_projections
 from gateway.polling.scheduler import Scheduler
@@ -64,13 +66,34 @@ def run(args: argparse.Namespace) -> int:
         print(f"gateway run: {exc}", file=sys.stderr)
         return 2
     configure(fleet.logging.level, args.log_format or fleet.logging.format)
-    try:
-        with gateway_run_lock(fleet.store):
+    with contextlib.ExitStack() as held:
+        try:
+            check_store_file(fleet.store)
+            held.enter_context(gateway_run_lock(fleet.store))
+        except (StoreError, OSError) as exc:
+            log.error("cannot start: %s", exc)
+            return 1
+        try:
             anyio.run(serve, fleet, args.seed, args.config)
-    except (UnsupportedStore, StoreError, HealthError, OSError) as exc:
-        log.error("cannot start: %s", exc)
-        return 1
+        except StoreUnusable as exc:  # the watch: writes kept failing while running
+            log.error("stopped: %s", exc)
+            return 1
+        except (UnsupportedStore, StoreError, HealthError, OSError) as exc:
+            log.error("cannot start: %s", exc)
+            return 1
+        except ExceptionGroup as group:  # from the task group while running
+            failures, others = group.split((StoreError, HealthError, OSError))
+            if failures is None or others is not None:
+                raise
+            log.error("stopped: %s", _first(failures))
+            return 1
     return 0
+
+
+def _first(group: BaseException) -> BaseException:
+    while isinstance(group, BaseExceptionGroup):
+        group = group.exceptions[0]
+    return group
 
 
 class _Running:
@@ -83,6 +106,29 @@ class _Running:
         self.stopping = False
         self.projections = anyio.CancelScope()
         self.changed = anyio.Event()  # a stop or an accepted reload, for a fleet with nothing to poll
+        self.watch = StoreWriteWatch()
+        self.store_failed: StoreUnusable | None = None
+        self.watched(scheduler)
+
+    def watched(self, scheduler: Scheduler) -> Scheduler:
+        """``scheduler``, stopping the run when the store keeps failing to take the polls."""
+
+        progress = scheduler.on_poll  # metrics and watchdog, when given
+
+        def on_poll(summary: PollSummary) -> None:
+            if progress is not None:
+                progress(summary)
+            try:
+                self.watch(summary)
+            except StoreUnusable as exc:
+                if not self.stopping:
+                    self.store_failed = exc
+                    self.stopping = True
+                    self.scheduler.stop()
+                    self.wake()
+
+        scheduler.on_poll = on_poll
+        return scheduler
 
     def wake(self) -> None:
         self.changed.set()
@@ -157,12 +203,14 @@ async def serve(fleet: FleetConfig, seed: int = 0, config_path: Path | None = No
                     metrics.fleet = running.fleet
                     logging.getLogger().setLevel(running.fleet.logging.level)
                     poller.use_fleet(running.fleet)
-                    running.scheduler = Scheduler(running.fleet, poller, seed=seed, on_poll=on_poll)
+                    running.scheduler = running.watched(Scheduler(running.fleet, poller, seed=seed, on_poll=on_poll))
                     running.scheduler.on_slot = notifier.alive
                     running.scheduler.backoff = carried_backoff(previous.backoff, old_fleet, running.fleet)
                     running.projections.cancel()
                     log.info("config reloaded: polling %d meters", len(running.fleet.meters))
                 tg.cancel_scope.cancel()  # the jobs have ended: stop the signal watcher and projections
+        if running.store_failed is not None:
+            raise running.store_failed
         if isinstance(fleet.store, CosmosStoreConfig):
             log.info("stopped: events in the outbox, forwarder stopped, store closed")
         else:

@@ -22,6 +22,8 @@ from anyio import CapacityLimiter
 from gateway.config.model import FleetConfig, Limits, MeterConfig, Schedule
 from gateway.domain.poll_result import NOT_ATTEMPTED, PollStep, StepError
 from gateway.domain.poll_result import PollSummary
+from gateway.polling.health import HealthError
+from gateway.store.errors import StoreError
 
 log = logging.getLogger(__name__)
 
@@ -325,6 +327,14 @@ class Scheduler:
     async def _attempt(self, meter: MeterConfig, steps: frozenset[PollStep], deadline: float) -> PollSummary:
         try:
             return await self.poller.poll(meter.id, steps, deadline=deadline)
+        except (HealthError, StoreError) as exc:
+            # The local store failed under the poll (a read-only or damaged file, a full disk): no
+            # bug, so no traceback; `gateway run` stops when this goes on (commands/_store_check).
+            log.error("meter %s: poll not recorded: %s: %s", meter.id, type(exc).__name__, exc)
+            return PollSummary(
+                meter_id=meter.id, started_at=self.poller.now(), steps=steps,
+                errors=tuple(StepError(step, type(exc).__name__, str(exc)) for step in sorted(steps)),
+            )
         except Exception as exc:
             # A bug or an unexpected failure below (normalizer, health table): this meter's poll is
             # lost, the fleet goes on. The traceback goes to the log; the summary says what it was.
