@@ -16,6 +16,8 @@ from pathlib import Path
 
 import anyio
 
+from gateway.commands._errors import describe_os_error
+
 from drivers.simulator import Framing, MeterSimulator, SecurityLevel, SimulatorConfig
 from drivers.simulator.fleet import fleet
 
@@ -56,7 +58,7 @@ def _config(args: argparse.Namespace) -> SimulatorConfig:
     )
 
 
-async def _serve(config: SimulatorConfig, json_path: Path | None) -> None:
+async def _serve(config: SimulatorConfig, json_path: Path | None) -> int | None:
     with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with MeterSimulator(config) as sim:
             for e in sim.endpoints:
@@ -69,8 +71,13 @@ async def _serve(config: SimulatorConfig, json_path: Path | None) -> None:
                 doc = {"endpoints": [e.to_json(include_test_secrets=True) for e in sim.endpoints]}
                 # Write then rename, so a harness polling for the file never reads half of it.
                 partial = json_path.with_name(json_path.name + ".partial")
-                partial.write_text(json.dumps(doc, indent=2))
-                os.replace(partial, json_path)
+                try:
+                    partial.write_text(json.dumps(doc, indent=2))
+                    os.replace(partial, json_path)
+                except OSError as exc:
+                    print(f"gateway simulate: cannot write --json-endpoints: {describe_os_error(exc)}",
+                          file=sys.stderr)
+                    return 1
             print(f"serving {len(sim.meters)} meters; Ctrl-C to stop", flush=True)
             async for _ in signals:
                 return
@@ -83,8 +90,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"gateway simulate: {exc}", file=sys.stderr)
         return 2
     try:
-        anyio.run(_serve, config, args.json_endpoints)
+        code = anyio.run(_serve, config, args.json_endpoints)
     except OSError as exc:
         print(f"gateway simulate: cannot listen: {exc}", file=sys.stderr)
         return 1
-    return 0
+    return code or 0
