@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.config.conftest import BASE, HDLC_METER, REPO, WRAPPER_METER
 
 
@@ -17,6 +19,7 @@ def _check_config(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.slow
 def test_demo_config_is_ok() -> None:
     result = _check_config("config/demo-fleet.toml")
 
@@ -29,6 +32,7 @@ def test_demo_config_is_ok() -> None:
     assert result.stderr == ""
 
 
+@pytest.mark.slow
 def test_every_problem_is_listed_with_exit_1_and_no_traceback(tmp_path: Path) -> None:
     secret = "0F0E0D0C0B0A09080706050403020100"
     text = (
@@ -53,6 +57,7 @@ def test_every_problem_is_listed_with_exit_1_and_no_traceback(tmp_path: Path) ->
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 def test_unreadable_file_exits_1() -> None:
     result = _check_config("config/no-such-fleet.toml")
 

@@ -29,6 +29,7 @@ def spaced(data: bytes) -> str:
     return "\n".join(data[i:i + 32].hex(" ") for i in range(0, len(data), 32))
 
 
+@pytest.mark.slow
 def test_decode_hdlc_frame_as_text() -> None:
     result = gateway(spaced(KAMSTRUP.frame(1).data), "--timezone", "Europe/Oslo")
     assert result.returncode == 0, result.stderr
@@ -37,6 +38,7 @@ def test_decode_hdlc_frame_as_text() -> None:
     assert "    u32 1468" in result.stdout and 'vis "6841121BN243101040"' in result.stdout
 
 
+@pytest.mark.slow
 def test_decode_stdin_json_several_frames() -> None:
     lg = trace("lg_gbt_push_annotated_amsreader.txt")
     result = gateway("-", "--json", stdin=spaced(lg.frame(1).data + lg.frame(2).data + lg.frame(3).data))
@@ -50,6 +52,7 @@ def test_decode_stdin_json_several_frames() -> None:
     assert report["apdus"][3]["invoke_id"] == 0x8E2
 
 
+@pytest.mark.slow
 def test_decode_ciphered_apdu_with_keys_never_prints_them() -> None:
     result = gateway(VECTORS.frame(4).data.hex(), "--key", DUMMY_KEY, "--auth-key", DUMMY_KEY)
     assert result.returncode == 0, result.stderr
@@ -103,6 +106,7 @@ def test_bench_dlms_json(capsys: pytest.CaptureFixture[str]) -> None:
             case["ours_ops_per_s"] / case["dlms_cosem_ops_per_s"], rel=0.01)
 
 
+@pytest.mark.slow
 def test_decode_json_of_a_malformed_initiate_response_prints_nothing_from_dlms_cosem() -> None:
     # dlms-cosem prints the bad conformance bytes (bytearray(...)) before raising: that must not reach
     # stdout (a --json consumer reads it) nor stderr (one clear line only).

@@ -53,6 +53,7 @@ def test_demo_runs_the_simulated_fleet_and_summarises(tmp_path: Path) -> None:
     assert "12345678" not in out + done.stderr  # the demo's LLS password never printed
 
 
+@pytest.mark.slow
 def test_demo_refuses_to_overwrite_a_given_store(tmp_path: Path) -> None:
     db = tmp_path / "taken.db"
     db.write_bytes(b"")

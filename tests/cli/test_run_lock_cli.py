@@ -4,6 +4,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import pytest
+
 from gateway.commands._run_lock import gateway_run_lock, run_lock_path
 from gateway.config import load_config
 
@@ -18,6 +20,7 @@ def _fleet(tmp_path: Path) -> Path:
     return config
 
 
+@pytest.mark.slow
 def test_a_second_gateway_on_the_same_store_exits_1_naming_the_holder(tmp_path: Path) -> None:
     config = _fleet(tmp_path)
     store = load_config(config).store

@@ -101,6 +101,7 @@ async def test_show_table_uses_the_store_from_the_environment(db: Path) -> None:
     assert len(lines) == 3
 
 
+@pytest.mark.slow
 @pytest.mark.anyio
 async def test_show_missing_stream_fails_with_a_message(db: Path) -> None:
     done = run_gateway("streams", "show", "Meter:nope:2026", "--db", str(db))
@@ -109,6 +110,7 @@ async def test_show_missing_stream_fails_with_a_message(db: Path) -> None:
     assert done.stdout == ""
 
 
+@pytest.mark.slow
 def test_missing_store_file_is_reported_not_created(tmp_path: Path) -> None:
     missing = tmp_path / "absent.db"
     done = run_gateway("streams", "list", "--db", str(missing))
@@ -117,6 +119,7 @@ def test_missing_store_file_is_reported_not_created(tmp_path: Path) -> None:
     assert not missing.exists()
 
 
+@pytest.mark.slow
 def test_without_db_or_environment_the_store_is_var_gateway_db(tmp_path: Path) -> None:
     done = run_gateway("streams", "list", cwd=tmp_path)
     assert done.returncode == 1

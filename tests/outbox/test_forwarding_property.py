@@ -30,6 +30,7 @@ drain_op = st.tuples(st.just("drain"), st.sampled_from(["ok", "down", "lost_ack"
 operations = st.lists(st.one_of(put_op, drain_op), max_size=14)
 
 
+@pytest.mark.slow
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(ops=operations)
 async def test_any_interleaving_of_faults_forwards_each_event_once_in_order(

@@ -11,6 +11,7 @@ from gateway.bench.outbox_size import MIB, measure
 pytestmark = pytest.mark.anyio
 
 
+@pytest.mark.slow
 async def test_the_data_of_a_full_outbox_takes_about_1_3_times_its_bound_plus_the_wal(tmp_path: Path) -> None:
     report = await measure(tmp_path / "outbox.sqlite3", 2 * MIB, meters=20)
     assert report.max_bytes - 1_000 < report.payload_bytes <= report.max_bytes  # filled to the bound

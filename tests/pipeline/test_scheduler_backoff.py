@@ -124,6 +124,7 @@ async def test_a_meter_that_comes_back_is_polled_at_every_cycle_after_its_first_
     assert any(m.startswith(f"meter {silent}: answered again after 3 failed polls") for m in messages), messages
 
 
+@pytest.mark.slow
 async def test_a_meter_whose_secret_is_missing_is_polled_again_only_after_the_longest_backoff(
     tmp_path: Path,
 ) -> None:

@@ -116,6 +116,7 @@ async def test_killed_between_views_and_checkpoint_then_restarted_views_are_as_i
         assert await snapshot(views) == expected
 
 
+@pytest.mark.slow
 @pytest.mark.anyio
 async def test_crash_after_views_saved_in_process_is_repaired_on_restart(backend: Backend) -> None:
     await _fill(backend, hours=24)
@@ -139,6 +140,7 @@ async def test_crash_after_views_saved_in_process_is_repaired_on_restart(backend
         assert await snapshot(views) == expected
 
 
+@pytest.mark.slow
 @pytest.mark.anyio
 async def test_rebuild_gives_identical_views(backend: Backend) -> None:
     await _fill(backend, hours=48)
@@ -154,6 +156,7 @@ async def test_rebuild_gives_identical_views(backend: Backend) -> None:
             await engine.rebuild("no_such_view")
 
 
+@pytest.mark.slow
 @pytest.mark.anyio
 async def test_a_stale_save_conflicts_and_is_reapplied_without_loss(backend: Backend) -> None:
     """Engine A reads documents, engine B saves them meanwhile, A's save conflicts and re-applies."""

@@ -107,6 +107,7 @@ def _remove_store(db: Path) -> None:
         path.unlink(missing_ok=True)
 
 
+@pytest.mark.slow
 def test_a_replaced_store_rebuilds_the_views_from_its_events(config: Path, tmp_path: Path) -> None:
     db = tmp_path / "events.db"
     _append(db, "kam-1", START, 24)
@@ -124,6 +125,7 @@ def test_a_replaced_store_rebuilds_the_views_from_its_events(config: Path, tmp_p
     assert len(warnings) == 1 and "another event store" in warnings[0], warnings
 
 
+@pytest.mark.slow
 def test_a_restored_older_backup_of_the_store_rebuilds_the_views(config: Path, tmp_path: Path) -> None:
     db, backup = tmp_path / "events.db", tmp_path / "backup.db"
     _append(db, "kam-1", START, 24)
@@ -148,6 +150,7 @@ def test_a_restored_older_backup_of_the_store_rebuilds_the_views(config: Path, t
     assert warnings == []
 
 
+@pytest.mark.slow
 def test_rebuild_all_projects_every_view_from_the_start(config: Path, tmp_path: Path) -> None:
     db = tmp_path / "events.db"
     _append(db, "kam-1", START, 24)
@@ -195,6 +198,7 @@ def test_views_from_before_checkpoints_named_their_store_are_kept_and_labelled(t
     assert kept == expected
 
 
+@pytest.mark.slow
 def test_gateway_run_rebuilds_the_views_of_a_replaced_store(
         config: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     db = tmp_path / "events.db"
@@ -226,6 +230,7 @@ def test_gateway_run_rebuilds_the_views_of_a_replaced_store(
     assert len(warnings) == 1 and "another event store" in warnings[0], warnings
 
 
+@pytest.mark.slow
 def test_a_restored_older_backup_written_to_before_projecting_rebuilds_the_views(
         config: Path, tmp_path: Path) -> None:
     db, backup = tmp_path / "events.db", tmp_path / "backup.db"
