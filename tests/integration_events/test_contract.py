@@ -215,7 +215,7 @@ _decimals = st.decimals(allow_nan=False, allow_infinity=False, places=None).filt
     lambda d: abs(d.adjusted()) < 60)
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=60, deadline=None)
 @given(value=_decimals, offset=_decimals, seconds=st.integers(0, 10**9), micros=st.integers(0, 999_999))
 def test_any_value_and_time_is_published_plain_and_in_utc(
         value: Decimal, offset: Decimal, seconds: int, micros: int) -> None:
