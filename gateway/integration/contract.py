@@ -36,6 +36,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime
 from decimal import Decimal
+from types import MappingProxyType
 from typing import Any, Final, Mapping
 
 from gateway.domain.events import (
@@ -65,7 +66,7 @@ GAP: Final[str] = "meter.gap.v1"
 CONTRACT_TYPES: Final[tuple[str, ...]] = (REGISTERED, READING, INTERVALS, CLOCK, ALARM, GAP)
 """Every contract type published today; each has a schema file of the same name."""
 
-PUBLISHED: Final[Mapping[str, str]] = {
+PUBLISHED: Final[Mapping[str, str]] = MappingProxyType({
     MeterRegistered.TYPE: REGISTERED,
     RegisterRead.TYPE: READING,
     IntervalsRecorded.TYPE: INTERVALS,
@@ -74,15 +75,15 @@ PUBLISHED: Final[Mapping[str, str]] = {
     MeterEventLogged.TYPE: ALARM,
     SuspectReadingFlagged.TYPE: ALARM,
     ReadingGapDetected.TYPE: GAP,
-}
+})
 """Domain event type -> the contract type it is published as."""
 
 # Names, not classes: the personal event types are recognised by name and never decoded here.
-NOT_PUBLISHED: Final[Mapping[str, str]] = {
+NOT_PUBLISHED: Final[Mapping[str, str]] = MappingProxyType({
     "YearStreamOpened": "stream bookkeeping: its carry-over repeats facts already published",
     "MeterAssigned": "personal data (a customer's assignment) never leaves the gateway",
     "PersonalDataErased": "personal data: the erasure of an assignment is not published either",
-}
+})
 """Domain event types that map to no integration event, and why."""
 
 
@@ -92,6 +93,8 @@ def integration_events(recorded: RecordedEvent, *, gateway: str) -> list[Integra
     Raises ``gateway.domain.events.EventError`` (``UnknownEventType``, ``UnsupportedSchemaVersion``,
     ``MalformedEventData``) for a stored event this code cannot read: the publisher decides whether
     to skip it, as the projection engine does. Types in ``NOT_PUBLISHED`` are not decoded at all.
+    ``InvalidIntegrationEvent``: ``gateway`` is not an id (letters, digits, '.', '_', '-'; checked by
+    the fleet config already).
     """
     contract_type = PUBLISHED.get(recorded.type)
     if contract_type is None:
