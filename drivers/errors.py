@@ -46,12 +46,20 @@ class AuthenticationFailed(DriverError):
     """Wrong password or keys: LLS rejected, HLS reply refused or not verifiable, or deciphering failed."""
 
 
-class AccessDenied(DriverError):
-    """The meter refused one attribute; ``result`` is the COSEM data-access-result name."""
+class DataAccessRefused(DriverError):
+    """The meter refused a GET, SET or ACTION with a result code; ``result`` is its COSEM name
+    (Data-Access-Result for GET/SET, Action-Result for ACTION: "TEMPORARY_FAILURE",
+    "TYPE_UNMATCHED", ...). The association stays usable."""
 
     def __init__(self, meter_id: str | None, message: str, result: str) -> None:
         super().__init__(meter_id, message)
         self.result = result
+
+
+class AccessDenied(DataAccessRefused):
+    """The meter refused one attribute or method; ``result`` is the COSEM result name. A refused GET
+    is always this (whatever the result); a SET or ACTION is this for READ_WRITE_DENIED and
+    SCOPE_OF_ACCESS_VIOLATED (the client's rights), a plain ``DataAccessRefused`` otherwise."""
 
 
 class ServiceError(DriverError):

@@ -7,7 +7,8 @@ request, waits for the answer, hands it to the core and acts on the event (next 
 a stale answer to drop), retransmits after a timeout or a corrupt frame, and reserves client
 invocation counters in an ``InvocationCounterStore`` (``drivers.counters``) ahead of their use, so
 they never go back across runs or crashes. It associates (public client, LLS, HLS-GMAC suite 0),
-reads with GET normal / with block transfer / with list / with range selective access, and releases.
+reads with GET normal / with block transfer / with list / with range selective access, writes with
+SET normal / with block transfer, invokes methods with ACTION normal, and releases.
 After any failure other than a refused attribute or an unreadable answer the association is
 unusable and the next poll opens a new session.
 """
@@ -28,16 +29,19 @@ from drivers.logging import silence_dlms_cosem_logging
 from drivers.security import HlsGmacSecurity, NoSecurity, SecuritySettings
 from drivers.session_core import (
     DEFAULT_MAX_TRANSFER_BYTES,
+    Acted,
     Associated,
     ClientAssociation,
     Event,
     ListValues,
     NeedNextBlock,
+    NeedNextSetBlock,
     NeedsHlsReply,
     Refused,
     Released,
     Stale,
     Value,
+    Written,
 )
 from drivers.transport.base import Transport
 
@@ -63,8 +67,10 @@ class DlmsSession:
         client_system_title: bytes | None = None,
         challenge_factory: Callable[[int], bytes] | None = None,
         max_transfer_bytes: int = DEFAULT_MAX_TRANSFER_BYTES,
+        set_block_transfer: bool = False,
     ) -> None:
-        """``client_system_title`` (8 bytes; HlsGmacSecurity's own title wins) and
+        """``set_block_transfer`` proposes block transfer with SET in the AARQ (a SET larger than
+        the meter's PDU size needs it). ``client_system_title`` (8 bytes; HlsGmacSecurity's own title wins) and
         ``challenge_factory`` (length -> HLS client challenge) default to random values; fixing
         them makes the requests of a session deterministic, for recording and replay."""
         self.meter_id = transport.meter_id
@@ -87,6 +93,7 @@ class DlmsSession:
         self.client_system_title = client_system_title
         self.challenge_factory = challenge_factory
         self.max_transfer_bytes = max_transfer_bytes
+        self.set_block_transfer = set_block_transfer
         self._core: ClientAssociation | None = None
         self._reserved_until = 0
         silence_dlms_cosem_logging()
@@ -145,6 +152,7 @@ class DlmsSession:
             client_system_title=self.client_system_title,
             challenge_factory=self.challenge_factory,
             max_transfer_bytes=self.max_transfer_bytes,
+            set_block_transfer=self.set_block_transfer,
         )
         event = await self._request(core.associate, phase="association")
         if isinstance(event, NeedsHlsReply):
@@ -209,6 +217,38 @@ class DlmsSession:
             to_value=end,
         )
         return await self.get(buffer, access=descriptor)
+
+    # -- writing and methods -----------------------------------------------------------------
+
+    async def set(self, attribute: cosem.CosemAttribute, value: bytes) -> None:
+        """Write ``value`` (the A-XDR bytes of a Data) to one attribute; with block transfer when the
+        request would exceed the meter's PDU size.
+
+        Raises ConfigError, before sending, for a value that needs block transfer when the
+        association did not negotiate it (``set_block_transfer``), AccessDenied (READ_WRITE_DENIED, SCOPE_OF_ACCESS_VIOLATED: the client's rights) or
+        DataAccessRefused (any other data-access result, e.g. TYPE_UNMATCHED), and UnreadableAnswer
+        if the answer does not decode; the session stays usable after any of them.
+        """
+        core = self._ready()
+        event = await self._request(lambda: core.set(attribute, value), phase="set")
+        while isinstance(event, NeedNextSetBlock):
+            event = await self._request(core.next_set_block, phase="set")
+        if isinstance(event, Refused):
+            raise event.error
+        assert isinstance(event, Written), event
+
+    async def action(self, method: cosem.CosemMethod, parameters: bytes | None = None) -> bytes | None:
+        """Invoke one method with ``parameters`` (A-XDR bytes of a Data, None: none); returns the
+        A-XDR bytes of its return parameters, if the meter sent any.
+
+        Raises AccessDenied or DataAccessRefused (with the Action-Result name) when the meter refuses.
+        """
+        core = self._ready()
+        event = await self._request(lambda: core.action(method, parameters), phase="action")
+        if isinstance(event, Refused):
+            raise event.error
+        assert isinstance(event, Acted), event
+        return event.data
 
     # -- the exchange ------------------------------------------------------------------------
 

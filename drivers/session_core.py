@@ -10,8 +10,8 @@ under anyio) and its tests are lists of bytes. The client invocation counter is 
 for the next request.
 
 No meter bytes reach a dlms-cosem parser unchecked: ciphered answers are deciphered here, once;
-GET answers are parsed by our bounded decoding layer only; the other xDLMS answers (HLS reply,
-errors) are validated by it before dlms-cosem parses them; ACSE answers (BER, parsed by dlms-cosem)
+GET, SET and ACTION answers are parsed by our bounded decoding layer only; the other xDLMS answers
+(HLS reply, errors) are validated by it before dlms-cosem parses them; ACSE answers (BER, parsed by dlms-cosem)
 must fill exactly their announced length and stay under a size bound. What dlms-cosem still parses
 runs under a CPU-time bound (``drivers.untrusted``).
 """
@@ -27,6 +27,7 @@ from dlms_cosem import state as dlms_state
 from dlms_cosem.connection import DlmsConnection, DlmsConnectionSettings, ProtectionError
 from dlms_cosem.cosem.selective_access import RangeDescriptor
 from dlms_cosem.protocol import acse, xdlms
+from dlms_cosem.protocol.xdlms.base import AbstractXDlmsApdu
 from dlms_cosem.protocol.xdlms.conformance import Conformance
 from dlms_cosem.protocol.xdlms.invoke_id_and_priority import InvokeIdAndPriority
 from dlms_cosem.security import (
@@ -40,11 +41,14 @@ from drivers.decode.axdr import decode_length, encode_length
 from drivers.decode.cipher import CIPHERED_TAGS, SecurityKeys, decipher, parse_ciphered
 from drivers.decode.errors import DecodeLayerError, DecryptionError
 from drivers.decode.get_reply import GetReply, parse_get_reply, parse_list_results
+from drivers.decode.set_action_reply import ActionReply, SetReply, parse_action_reply, parse_set_reply
 from drivers.errors import (
     AccessDenied,
     AssociationRejected,
     AuthenticationFailed,
+    ConfigError,
     ConnectionLost,
+    DataAccessRefused,
     DecodeError,
     DriverError,
     ServiceError,
@@ -129,9 +133,10 @@ class NeedNextBlock:
 
 @dataclass(frozen=True)
 class Refused:
-    """The meter refused the whole request with a data-access result; the association stays usable."""
+    """The meter refused the whole request with a data-access (or action) result; the association
+    stays usable."""
 
-    error: AccessDenied
+    error: DataAccessRefused
 
 
 @dataclass(frozen=True)
@@ -151,7 +156,35 @@ class Released:
     """The meter answered the RLRQ."""
 
 
-Event = Associated | NeedsHlsReply | Value | ListValues | NeedNextBlock | Refused | Stale | Released
+@dataclass(frozen=True)
+class Written:
+    """The meter accepted the SET (all its blocks)."""
+
+
+@dataclass(frozen=True)
+class NeedNextSetBlock:
+    """The meter acknowledged a block of a SET with block transfer: send ``next_set_block()``."""
+
+    block_number: int
+
+
+@dataclass(frozen=True)
+class Acted:
+    """The meter carried out the ACTION; ``data``: the A-XDR bytes of its return parameters, if any."""
+
+    data: bytes | None = None
+
+
+Event = (Associated | NeedsHlsReply | Value | ListValues | NeedNextBlock | Refused | Stale | Released | Written
+         | NeedNextSetBlock | Acted)
+
+# A refusal of a SET or ACTION with one of these results is about the client's rights.
+_DENIED = frozenset({enumerations.DataAccessResult.READ_WRITE_DENIED, enumerations.DataAccessResult.SCOPE_OF_ACCESS_VIOLATED})
+# Bytes a block of SET-Request-With-(First-)Datablock adds around its raw data: C1 02 iid, attribute
+# descriptor (9), access selection (1), last-block, block number (4), length (up to 3).
+_SET_BLOCK_HEADER = 22
+# What general-glo-ciphering adds: tag, title length, title (8), length (up to 3), SC, IC (4), tag (12).
+_CIPHER_OVERHEAD = 30
 
 
 @dataclass
@@ -174,13 +207,53 @@ class _Transfer:
     last: GetReply | None = None
 
 
-def client_conformance(ciphered: bool) -> Conformance:
+@dataclass(frozen=True)
+class SetRequestBlock(AbstractXDlmsApdu):
+    """Set-Request-With-First-Datablock (``attribute`` given) or Set-Request-With-Datablock: one
+    block of a SET value too large for one APDU (IEC 62056-5-3 9.3.9). dlms-cosem 25.1.0 declares
+    these classes but cannot encode them."""
+
+    invoke_id_and_priority: InvokeIdAndPriority
+    block_number: int
+    last_block: bool
+    raw_data: bytes
+    attribute: cosem.CosemAttribute | None = None
+
+    TAG = 0xC1
+
+    @classmethod
+    def from_bytes(cls, source_bytes: bytes) -> SetRequestBlock:  # pragma: no cover - a client never parses it
+        raise NotImplementedError("client side only")
+
+    def to_bytes(self) -> bytes:
+        head = bytes((self.TAG, 2 if self.attribute is not None else 3)) + self.invoke_id_and_priority.to_bytes()
+        if self.attribute is not None:
+            head += self.attribute.to_bytes() + b"\x00"  # no selective access
+        return (head + bytes((1 if self.last_block else 0,)) + self.block_number.to_bytes(4, "big")
+                + encode_length(len(self.raw_data)) + self.raw_data)
+
+
+@dataclass
+class _SetBlocks:
+    """A SET with block transfer under way: the blocks to send and how many went."""
+
+    what: str
+    attribute: cosem.CosemAttribute
+    invoke: InvokeIdAndPriority
+    blocks: tuple[bytes, ...]
+    sent: int = 0
+
+
+def client_conformance(ciphered: bool, set_block_transfer: bool = False) -> Conformance:
     """What we propose in the AARQ. General block transfer is left out on purpose: dlms-cosem
-    cannot parse GBT answers, and a meter may use it if we offer it."""
+    cannot parse GBT answers, and a meter may use it if we offer it. Block transfer with SET is
+    proposed only when asked (``set_block_transfer``): no value we write needs it today (a clock
+    SET is 27 bytes), and the AARQ of every recorded session stays as it was."""
     return Conformance(
         general_protection=ciphered,
         general_block_transfer=False,
         block_transfer_with_get_or_read=True,
+        block_transfer_with_set_or_write=set_block_transfer,
         multiple_references=True,
         get=True,
         set=True,
@@ -204,8 +277,10 @@ class ClientAssociation:
         client_system_title: bytes | None = None,
         challenge_factory: Callable[[int], bytes] | None = None,
         max_transfer_bytes: int = DEFAULT_MAX_TRANSFER_BYTES,
+        set_block_transfer: bool = False,
     ) -> None:
         self.meter_id = meter_id
+        self.set_block_transfer = set_block_transfer
         self.security: SecuritySettings = security if security is not None else NoSecurity()
         self.use_release = use_release
         self.max_transfer_bytes = max_transfer_bytes
@@ -216,6 +291,8 @@ class ClientAssociation:
         self._invoke_id = 0
         self._pending: _Pending | None = None
         self._transfer: _Transfer | None = None
+        self._set_blocks: _SetBlocks | None = None
+        self._what = ""  # the SET or ACTION under way, as messages name it
         self._broken = False
         self._associated = False
         self._counter_hint: int | None = None
@@ -327,6 +404,73 @@ class ClientAssociation:
             ),
         )
 
+    @property
+    def max_pdu_size(self) -> int:
+        """The largest APDU the meter takes (its server-max-receive-pdu-size once associated)."""
+        return int(self.connection.max_pdu_size)
+
+    def set(self, attribute: cosem.CosemAttribute, value: bytes) -> bytes:
+        """SET of one attribute to ``value`` (its A-XDR bytes); answered by ``Written``, ``Refused``
+        or, when the value needs block transfer, ``NeedNextSetBlock`` per acknowledged block."""
+        self.check_ready()
+        if not value:
+            raise DecodeError(self.meter_id, "a SET needs a value (A-XDR bytes)")
+        what = f"SET {describe(attribute)}"
+        self._what, self._set_blocks = what, None
+        invoke = self._next_invoke_id()
+        normal = xdlms.SetRequestNormal(cosem_attribute=attribute, data=value, invoke_id_and_priority=invoke)
+        overhead = _CIPHER_OVERHEAD if self.ciphered else 0
+        if len(normal.to_bytes()) + overhead <= self.max_pdu_size:
+            return self._send("set", normal)
+        negotiated = getattr(self.connection.conformance, "block_transfer_with_set_or_write", False)
+        if not (self.set_block_transfer and negotiated):
+            # Raised before anything is sent: the association stays usable.
+            raise ConfigError(
+                self.meter_id,
+                f"{what}: {len(normal.to_bytes()) + overhead} bytes exceed the meter's PDU size "
+                f"{self.max_pdu_size} and block transfer with SET was not negotiated",
+            )
+        size = max(16, self.max_pdu_size - _SET_BLOCK_HEADER - overhead)
+        blocks = tuple(value[i:i + size] for i in range(0, len(value), size))
+        self._set_blocks = _SetBlocks(what, attribute, invoke, blocks)
+        return self._send_set_block()
+
+    def next_set_block(self) -> bytes:
+        """The next block of the SET under way (after ``NeedNextSetBlock``)."""
+        if self._set_blocks is None or self._set_blocks.sent >= len(self._set_blocks.blocks):
+            raise ConnectionLost(self.meter_id, "no SET block transfer under way")
+        return self._send_set_block()
+
+    def action(self, method: cosem.CosemMethod, parameters: bytes | None = None) -> bytes:
+        """ACTION normal of one method with ``parameters`` (A-XDR bytes, None: no parameters);
+        answered by ``Acted`` or ``Refused``."""
+        self.check_ready()
+        self._what = f"ACTION {describe_method(method)}"
+        self._set_blocks = None
+        return self._send("action", xdlms.ActionRequestNormal(
+            cosem_method=method, data=parameters, invoke_id_and_priority=self._next_invoke_id(),
+        ))
+
+    def _send_set_block(self) -> bytes:
+        transfer = self._set_blocks
+        assert transfer is not None
+        number = transfer.sent + 1
+        request = SetRequestBlock(
+            invoke_id_and_priority=transfer.invoke, block_number=number,
+            last_block=number == len(transfer.blocks), raw_data=transfer.blocks[number - 1],
+            attribute=transfer.attribute if number == 1 else None,
+        )
+        transfer.sent = number
+        # dlms-cosem's state machine knows no SET blocks: it is moved here, as for GET answers.
+        self.connection.state.current_state = dlms_state.AWAITING_SET_RESPONSE
+        self._pending = _Pending("set", request)
+        try:
+            out = self.connection.protect(request).to_bytes() if self.ciphered else request.to_bytes()
+        except Exception as exc:  # noqa: BLE001 - dlms-cosem encoders raise assorted types
+            self._broken = True
+            raise DecodeError(self.meter_id, f"cannot encode a SET block: {self._safe(exc)}") from exc
+        return fix_ciphered_length(out)
+
     def release(self) -> bytes | None:
         """The RLRQ, or None for a meter configured without release (the association ends locally)."""
         self.check_ready()
@@ -391,9 +535,70 @@ class ClientAssociation:
             if not isinstance(reply, acse.ReleaseResponse):
                 raise ServiceError(self.meter_id, f"expected a release response, got {type(reply).__name__}")
             return Released()
+        if pending.phase == "set":
+            if not isinstance(reply, SetReply):
+                raise self._unexpected(reply)
+            return self._set_answer(reply)
+        if pending.phase == "action":
+            if not isinstance(reply, ActionReply):
+                raise self._unexpected(reply)
+            return self._action_answer(reply)
         if not isinstance(reply, GetReply):
             raise self._unexpected(reply)
         return self._get_answer(reply)
+
+    def _set_answer(self, reply: SetReply) -> Event:
+        transfer = self._set_blocks
+        if transfer is None:
+            if reply.kind != "normal":
+                self._broken = True
+                raise DecodeError(self.meter_id, f"{self._what}: a {reply.kind} answer to a SET normal")
+            return self._set_result(reply.result)
+        if reply.kind == "normal":
+            # A meter may end a SET with block transfer early with a Set-Response-Normal refusal.
+            self._set_blocks = None
+            if reply.result == 0:
+                self._broken = True
+                raise DecodeError(self.meter_id, f"{self._what}: success before all blocks were sent")
+            return self._set_result(reply.result)
+        if reply.block_number != transfer.sent:
+            self._broken = True
+            raise DecodeError(
+                self.meter_id, f"{self._what}: block {reply.block_number} acknowledged, block {transfer.sent} was sent"
+            )
+        last = transfer.sent == len(transfer.blocks)
+        if reply.kind == "block":
+            if last:
+                self._broken = True
+                raise DecodeError(self.meter_id, f"{self._what}: the last block was acknowledged as not last")
+            return NeedNextSetBlock(reply.block_number)
+        if not last and reply.result == 0:
+            self._broken = True
+            raise DecodeError(self.meter_id, f"{self._what}: success after block {transfer.sent} of {len(transfer.blocks)}")
+        self._set_blocks = None
+        return self._set_result(reply.result)
+
+    def _set_result(self, code: int | None) -> Event:
+        if code == 0:
+            return Written()
+        assert code is not None
+        name = access_result_name(code)
+        return Refused(self._refusal(code, f"{self._what} refused: {name}", name))
+
+    def _action_answer(self, reply: ActionReply) -> Event:
+        if reply.result != 0:
+            name = action_result_name(reply.result)
+            return Refused(self._refusal(reply.result, f"{self._what} refused: {name}", name))
+        if reply.data_result is not None:
+            name = access_result_name(reply.data_result)
+            return Refused(DataAccessRefused(
+                self.meter_id, f"{self._what}: done, but its return parameters were refused: {name}", result=name,
+            ))
+        return Acted(reply.data)
+
+    def _refusal(self, code: int, message: str, name: str) -> DataAccessRefused:
+        kind = AccessDenied if code in _DENIED else DataAccessRefused
+        return kind(self.meter_id, message, result=name)
 
     def _association_answer(self, reply: Any) -> Event:
         if not isinstance(reply, acse.ApplicationAssociationResponse):
@@ -568,6 +773,10 @@ class ClientAssociation:
             return self._exception_response(plain)
         if plain[:1] == bytes((xdlms.GetResponseNormal.TAG,)):
             return self._get_reply(plain)
+        if plain[:1] == bytes((xdlms.SetResponseNormal.TAG,)) or (
+            phase == "action" and plain[:1] == bytes((xdlms.ActionResponseNormal.TAG,))
+        ):
+            return self._set_or_action_reply(plain, phase)
         try:
             decode_layer.decode_apdu_exact(plain)
         except DecodeLayerError as exc:
@@ -589,6 +798,21 @@ class ClientAssociation:
         more_blocks = reply.kind == "block" and not reply.last_block and not reply.results
         state.current_state = dlms_state.SHOULD_ACK_LAST_GET_BLOCK if more_blocks else dlms_state.READY
         return reply
+
+    def _set_or_action_reply(self, plain: bytes, phase: str) -> SetReply | ActionReply:
+        state = self.connection.state
+        expected = dlms_state.AWAITING_SET_RESPONSE if phase == "set" else dlms_state.AWAITING_ACTION_RESPONSE
+        if state.current_state != expected:
+            raise DecodeError(self.meter_id, f"a {'SET' if plain[0] == 0xC5 else 'ACTION'} answer during {phase}")
+        # The answer is complete and meant for this request: whatever it holds, the exchange is over
+        # for dlms-cosem's state machine (which never sees it), and the next request may go ahead.
+        state.current_state = dlms_state.READY
+        try:
+            return parse_set_reply(plain) if phase == "set" else parse_action_reply(plain)
+        except DecodeLayerError as exc:
+            if self._set_blocks is not None:
+                self._broken = True  # the meter is in the middle of a transfer we cannot follow
+            raise UnreadableAnswer(self.meter_id, f"undecodable {phase.upper()} answer: {exc}") from None
 
     def _decipher(self, raw: bytes, phase: str) -> tuple[bytes, int]:
         connection = self.connection
@@ -692,7 +916,7 @@ class ClientAssociation:
                 security_suite=0,
                 client_invocation_counter=first_invocation_counter,
                 max_pdu_size=max_pdu_size,
-                conformance=client_conformance(ciphered=True),
+                conformance=client_conformance(ciphered=True, set_block_transfer=self.set_block_transfer),
                 settings=settings,
             )
         if isinstance(security, LowLevelSecurity):
@@ -703,7 +927,7 @@ class ClientAssociation:
             authentication=authentication,
             client_system_title=client_system_title,
             max_pdu_size=max_pdu_size,
-            conformance=client_conformance(ciphered=False),
+            conformance=client_conformance(ciphered=False, set_block_transfer=self.set_block_transfer),
             settings=settings,
         )
 
@@ -729,6 +953,8 @@ def is_stale(plain: bytes, request: Any) -> bool:
         return True
     if isinstance(request, xdlms.GetRequestNext) and plain[1] == 0x02 and len(plain) >= 8:
         return int.from_bytes(plain[4:8], "big") <= request.block_number
+    if isinstance(request, SetRequestBlock) and plain[0] == 0xC5 and plain[1] == 0x02 and len(plain) >= 7:
+        return int.from_bytes(plain[3:7], "big") < request.block_number  # the ack of an earlier block
     return False
 
 
@@ -737,6 +963,22 @@ def access_result_name(code: int) -> str:
         return enumerations.DataAccessResult(code).name
     except ValueError:
         return f"UNKNOWN_{code}"
+
+
+def action_result_name(code: int) -> str:
+    try:
+        return enumerations.ActionResultStatus(code).name
+    except ValueError:
+        return f"UNKNOWN_{code}"
+
+
+def describe_method(method: cosem.CosemMethod) -> str:
+    obis = method.instance
+    try:
+        name = obis.to_string()
+    except Exception:  # noqa: BLE001 - only used to name the method in a message
+        name = repr(obis)
+    return f"{name} method {method.method}"
 
 
 def describe(attribute: cosem.CosemAttribute) -> str:

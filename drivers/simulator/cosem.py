@@ -8,6 +8,9 @@ address on a bus). It implements what a meter does with:
   HLS-GMAC suite 0 (ciphered AARQ/AARE, then reply_to_HLS_authentication = ACTION on
   0.0.40.0.0.255 method 1, then every xDLMS APDU in general-glo-ciphering, SC 0x30);
 - GET normal / next (block transfer when the reply exceeds the negotiated PDU size) / with list;
+- SET normal / with datablocks, and ACTION normal on the clock (adjust_to_quarter, shift_time), with
+  access rights enforced: an association without authentication is read-only, LLS and HLS clients
+  write and execute what the meter's ``rights`` grant them (``MeterConfig.may``);
 - RLRQ → RLRE.
 
 APDUs are encoded with dlms-cosem classes except where 25.1.0 is broken (see `apdu.py`).
@@ -62,8 +65,10 @@ _SUPPORTED = Conformance(
     general_protection=True,
     priority_management_supported=True,
     block_transfer_with_get_or_read=True,
+    block_transfer_with_set_or_write=True,
     multiple_references=True,
     get=True,
+    set=True,
     selective_access=True,
     action=True,
 )
@@ -83,6 +88,18 @@ class Reply:
 
     apdu: bytes | None
     disconnect: bool = False
+
+
+@dataclass
+class _IncomingSet:
+    """A SET with datablocks being received: its target and the raw data so far."""
+
+    invoke: int
+    class_id: int
+    obis: str
+    attribute: int
+    data: bytearray
+    last_block: int
 
 
 @dataclass
@@ -115,8 +132,10 @@ class CosemAssociation:
         self.client_system_title = b""
         self.client_challenge = b""
         self.server_challenge = b""
-        self.max_send_pdu = self.meter.config.profile.max_pdu_size
+        self.max_send_pdu = self.meter.config.pdu_size
         self._pending: _PendingBlocks | None = None
+        self._incoming: _IncomingSet | None = None
+        self.level: SecurityLevel | None = None  # the authentication of this association
 
     @property
     def config(self) -> m.MeterConfig:
@@ -186,6 +205,7 @@ class CosemAssociation:
         self.max_send_pdu = self._send_limit(content.client_max_receive_pdu_size)
         initiate = self._initiate_response(content.proposed_conformance)
         self.state = AssociationState.ASSOCIATED
+        self.level = SecurityLevel.LLS if mechanism == AuthenticationMechanism.LLS else None
         return acse.ApplicationAssociationResponse(
             result=AssociationResult.ACCEPTED,
             result_source_diagnostics=AcseServiceUserDiagnostics.NULL,
@@ -247,12 +267,12 @@ class CosemAssociation:
     def _initiate_response(self, proposed: Conformance) -> xdlms.InitiateResponse:
         return xdlms.InitiateResponse(
             negotiated_conformance=_negotiate(proposed, self.ciphered),
-            server_max_receive_pdu_size=self.config.profile.max_pdu_size,
+            server_max_receive_pdu_size=self.config.pdu_size,
         )
 
     def _send_limit(self, client_max_receive: int) -> int:
         # A client max of 0 means "no limit" (Green Book); the meter's own buffer still caps it.
-        own = self.config.profile.max_pdu_size
+        own = self.config.pdu_size
         return own if client_max_receive == 0 else min(own, client_max_receive)
 
     def _next_server_ic(self) -> int:
@@ -269,7 +289,7 @@ class CosemAssociation:
         if requested and self.state == AssociationState.ASSOCIATED:
             initiate = xdlms.InitiateResponse(
                 negotiated_conformance=_negotiate(_SUPPORTED, self.ciphered),
-                server_max_receive_pdu_size=self.config.profile.max_pdu_size,
+                server_max_receive_pdu_size=self.config.pdu_size,
             )
             if self.ciphered:
                 ic = self._next_server_ic()
@@ -334,9 +354,74 @@ class CosemAssociation:
             return Reply(exception_response(ServiceException.OPERATION_NOT_POSSIBLE))
         if tag == TAG_GET:
             return self._get(apdu)
-        if tag == TAG_SET and len(apdu) >= 3:
-            return Reply(bytes((0xC5, 0x01, apdu[2], DataAccessResult.READ_WRITE_DENIED)))
+        if tag == TAG_SET:
+            return Reply(self._set(apdu))
         return Reply(exception_response(ServiceException.SERVICE_NOT_SUPPORTED, StateException.SERVICE_UNKNOWN))
+
+    # -- SET -----------------------------------------------------------------------------
+
+    def _set(self, apdu: bytes) -> bytes:
+        if len(apdu) < 3:
+            raise ProtocolViolation("short SET request")
+        kind, invoke = apdu[1], apdu[2]
+        if kind == 1:
+            self._incoming = None
+            class_id, obis, attribute, selector, _, offset = parse_attribute_descriptor(apdu, 3)
+            if selector is not None:
+                return bytes((0xC5, 0x01, invoke, DataAccessResult.SCOPE_OF_ACCESS_VIOLATED))
+            self.meter.sets.append((obis, attribute))
+            return bytes((0xC5, 0x01, invoke, self._write(class_id, obis, attribute, apdu[offset:])))
+        if kind == 2:
+            class_id, obis, attribute, selector, _, offset = parse_attribute_descriptor(apdu, 3)
+            last, number, raw = self._datablock(apdu, offset)
+            if number != 1 or selector is not None:
+                self._incoming = None
+                return bytes((0xC5, 0x01, invoke, DataAccessResult.DATA_BLOCK_NUMBER_INVALID))
+            self._incoming = _IncomingSet(invoke, class_id, obis, attribute, bytearray(raw), 1)
+        elif kind == 3:
+            last, number, raw = self._datablock(apdu, 3)
+            incoming = self._incoming
+            if incoming is None:
+                return bytes((0xC5, 0x01, invoke, DataAccessResult.NO_LONG_SET_IN_PROGRESS))
+            if number != incoming.last_block + 1:
+                self._incoming = None
+                return bytes((0xC5, 0x01, invoke, DataAccessResult.DATA_BLOCK_NUMBER_INVALID))
+            incoming.data += raw
+            incoming.last_block = number
+        else:
+            raise ProtocolViolation(f"SET request type {kind}")
+        incoming = self._incoming
+        assert incoming is not None
+        self.meter.set_blocks_received += 1
+        if not last:
+            return bytes((0xC5, 0x02, invoke)) + number.to_bytes(4, "big")
+        self._incoming = None
+        self.meter.sets.append((incoming.obis, incoming.attribute))
+        result = self._write(incoming.class_id, incoming.obis, incoming.attribute, bytes(incoming.data))
+        return bytes((0xC5, 0x03, invoke, result)) + number.to_bytes(4, "big")
+
+    @staticmethod
+    def _datablock(apdu: bytes, offset: int) -> tuple[bool, int, bytes]:
+        """DataBlock-SA: last-block, block-number, raw-data (an octet string)."""
+        if offset + 5 > len(apdu):
+            raise ProtocolViolation("truncated SET datablock")
+        last, number = bool(apdu[offset]), int.from_bytes(apdu[offset + 1:offset + 5], "big")
+        size, start = decode_length(apdu, offset + 5)
+        if start + size != len(apdu):
+            raise ProtocolViolation("SET datablock length does not fill the APDU")
+        return last, number, bytes(apdu[start:])
+
+    def _write(self, class_id: int, obis: str, attribute: int, value: bytes) -> DataAccessResult:
+        known = self.objects.class_of(obis)
+        if known is None:
+            return DataAccessResult.OBJECT_UNDEFINED
+        if known != class_id:
+            return DataAccessResult.OBJECT_CLASS_INCONSISTENT
+        if not self.config.may(obis, attribute, method=False, level=self.level):
+            return DataAccessResult.READ_WRITE_DENIED
+        return self.objects.write_attribute(class_id, obis, attribute, value)
+
+    # -- ACTION ----------------------------------------------------------------------------
 
     def _action(self, apdu: bytes) -> bytes:
         try:
@@ -346,6 +431,10 @@ class CosemAssociation:
         invoke = request.invoke_id_and_priority
         method = request.cosem_method
         target = (int(method.interface), obis_from_bytes(method.instance.to_bytes()), method.method)
+        if self.state == AssociationState.ASSOCIATED and target[1] != m.OBIS_ASSOCIATION:
+            self.meter.actions.append((target[1], target[2]))
+            status = self._invoke(*target, bytes(request.data or b""))
+            return xdlms.ActionResponseNormal(status=status, invoke_id_and_priority=invoke).to_bytes()
         if target != (CLASS_ASSOCIATION_LN, m.OBIS_ASSOCIATION, 1) or self.state != AssociationState.AWAITING_HLS:
             return xdlms.ActionResponseNormal(
                 status=ActionResultStatus.READ_WRITE_DENIED, invoke_id_and_priority=invoke
@@ -365,6 +454,7 @@ class CosemAssociation:
                 status=ActionResultStatus.READ_WRITE_DENIED, invoke_id_and_priority=invoke
             ).to_bytes()
         self.state = AssociationState.ASSOCIATED
+        self.level = SecurityLevel.HLS_GMAC
         ic = self._next_server_ic()
         tag = security.gmac(
             _SC_AUTH_ONLY, self.config.system_title, ic, self.config.encryption_key,
@@ -375,6 +465,16 @@ class CosemAssociation:
             status=ActionResultStatus.SUCCESS, data=b"\x09" + bytes((len(proof),)) + proof,
             invoke_id_and_priority=invoke,
         ).to_bytes()
+
+    def _invoke(self, class_id: int, obis: str, method: int, parameters: bytes) -> ActionResultStatus:
+        known = self.objects.class_of(obis)
+        if known is None:
+            return ActionResultStatus.OBJECT_UNDEFINED
+        if known != class_id:
+            return ActionResultStatus.OBJECT_CLASS_INCONSISTENT
+        if not self.config.may(obis, method, method=True, level=self.level):
+            return ActionResultStatus.READ_WRITE_DENIED
+        return self.objects.invoke_method(class_id, obis, method, parameters)
 
     def _get(self, apdu: bytes) -> Reply:
         if len(apdu) < 3:

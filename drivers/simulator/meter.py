@@ -5,7 +5,9 @@ form, so a test can compute what the meter must answer without talking to it:
 
 - energy registers follow E(t) = base + integral of a strictly positive daily load curve, so
   they only grow and are O(1) to evaluate at any instant;
-- the meter clock drifts: meter_time(t) = t + offset0 + drift_ppm * (t - sync_reference);
+- the meter clock drifts: meter_time(t) = t + offset0 + drift_ppm * (t - sync_reference); offset0 and
+  drift are seeded or configured (``clock_offset_s``, ``clock_drift_ppm``), and a SET of the clock
+  or a clock ACTION (``set_clock``) moves offset0 and sync_reference, as a real meter's clock is set;
 - the 15-minute load profile captures the energy registers at the instants the *meter* clock
   crosses a quarter hour, so profile increments are exactly register deltas;
 - the event log holds power-down/power-up pairs on pseudo-random days.
@@ -68,6 +70,32 @@ class SecurityLevel(str, Enum):
     HLS_GMAC = "hls-gmac"
 
 
+# Clock (class 8) methods the simulator carries out (Blue Book 4.5.1).
+CLOCK_ADJUST_TO_QUARTER = 1
+CLOCK_SHIFT_TIME = 6
+_AUTHENTICATED = frozenset({SecurityLevel.LLS, SecurityLevel.HLS_GMAC})
+
+
+@dataclass(frozen=True)
+class AccessRight:
+    """Write (an attribute) or execute (a method) right on one object, for associations of these
+    security levels. An association without authentication (the public client, or a reading
+    client of a meter with security "none") is read-only whatever is listed here."""
+
+    obis: str
+    index: int  # attribute or method number
+    method: bool
+    levels: frozenset[SecurityLevel] = _AUTHENTICATED
+
+
+# By default LLS and HLS clients may set the clock (attribute 2) and call adjust_to_quarter / shift_time.
+DEFAULT_RIGHTS: tuple[AccessRight, ...] = (
+    AccessRight(OBIS_CLOCK, 2, method=False),
+    AccessRight(OBIS_CLOCK, CLOCK_ADJUST_TO_QUARTER, method=True),
+    AccessRight(OBIS_CLOCK, CLOCK_SHIFT_TIME, method=True),
+)
+
+
 @dataclass(frozen=True)
 class ModelProfile:
     """What differs between the simulated makes and models."""
@@ -124,6 +152,32 @@ class MeterConfig:
     # True: rows of intervals with a power-down carry null-data energy cells (as meters that
     # could not capture do); exercises a client's null handling. Status still says PDN.
     null_cells_on_power_down: bool = False
+    # The clock's offset from true time at the simulator's start and its drift; None: seeded
+    # (within +-20 s and +-40 ppm).
+    clock_offset_s: float | None = None
+    clock_drift_ppm: float | None = None
+    # Write/execute rights of authenticated clients (see AccessRight); ``clock_read_only`` drops
+    # those on the clock, so that a SET or ACTION on it is refused (read-write-denied).
+    rights: tuple[AccessRight, ...] = DEFAULT_RIGHTS
+    clock_read_only: bool = False
+    # The largest APDU the meter takes and sends (its AARE's server-max-receive-pdu-size); None:
+    # the model's. A small one makes a client use block transfer for SET as for GET.
+    max_pdu_size: int | None = None
+
+    @property
+    def pdu_size(self) -> int:
+        return self.profile.max_pdu_size if self.max_pdu_size is None else self.max_pdu_size
+
+    def may(self, obis: str, index: int, *, method: bool, level: SecurityLevel | None) -> bool:
+        """Whether an association authenticated at ``level`` (None: no authentication) may write
+        attribute / call method ``index`` of ``obis``."""
+        if level is None or level is SecurityLevel.NONE:
+            return False
+        if self.clock_read_only and obis == OBIS_CLOCK:
+            return False
+        return any(
+            r.obis == obis and r.index == index and r.method == method and level in r.levels for r in self.rights
+        )
 
     def __post_init__(self) -> None:
         if self.model not in MODELS:
@@ -250,8 +304,15 @@ class SimulatedMeter:
             a2=0.3, phi2=2 * math.pi * _unit(s, n, "phi2-"),
         )
         self._voltage_phase = 2 * math.pi * _unit(s, n, "volt")
-        self._offset0_s = -20 + 40 * _unit(s, n, "clock-offset")
-        self._drift = (-40 + 80 * _unit(s, n, "clock-drift")) * 1e-6
+        seeded_offset = -20 + 40 * _unit(s, n, "clock-offset")
+        seeded_drift = -40 + 80 * _unit(s, n, "clock-drift")
+        self._offset0_s = seeded_offset if config.clock_offset_s is None else float(config.clock_offset_s)
+        self._drift = (seeded_drift if config.clock_drift_ppm is None else float(config.clock_drift_ppm)) * 1e-6
+        # What clients wrote and invoked, in order ((obis, attribute or method)): tests check that a
+        # refused synchronisation sent nothing.
+        self.sets: list[tuple[str, int]] = []
+        self.actions: list[tuple[str, int]] = []
+        self.set_blocks_received = 0  # datablocks of SETs with block transfer
         self._sync_s = sync_reference.timestamp()
         self._tz = timezone(timedelta(minutes=config.profile.utc_offset_minutes))
 
@@ -271,6 +332,23 @@ class SimulatedMeter:
         """How far the meter clock is ahead of true time at `at` (negative: behind)."""
         t = at.timestamp()
         return self.meter_seconds(t) - t
+
+    def set_clock(self, meter_utc: datetime, at: datetime) -> None:
+        """The clock is set to ``meter_utc`` at true time ``at``; it keeps drifting from there."""
+        _require_aware(meter_utc, at)
+        t = at.timestamp()
+        self._offset0_s = meter_utc.timestamp() - t
+        self._sync_s = t
+
+    def shift_clock(self, seconds: float, at: datetime) -> None:
+        """shift_time: the clock moves by ``seconds`` (Blue Book: -900..900)."""
+        now_m = self.meter_seconds(at.timestamp())
+        self.set_clock(datetime.fromtimestamp(now_m + seconds, timezone.utc), at)
+
+    def adjust_clock_to_quarter(self, at: datetime) -> None:
+        """adjust_to_quarter: the clock goes to the nearest quarter hour (*:00, *:15, *:30, *:45)."""
+        now_m = self.meter_seconds(at.timestamp())
+        self.set_clock(datetime.fromtimestamp(round(now_m / 900) * 900, timezone.utc), at)
 
     def clock(self, at: datetime) -> MeterClockReading:
         meter_utc = datetime.fromtimestamp(self.meter_seconds(at.timestamp()), timezone.utc)

@@ -16,7 +16,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Callable
 
 from dlms_cosem import dlms_data
-from dlms_cosem.enumerations import DataAccessResult
+from dlms_cosem.enumerations import ActionResultStatus, DataAccessResult
 
 from drivers.decode.axdr import encode_length
 from drivers.simulator import meter as m
@@ -254,6 +254,42 @@ class ObjectModel:
             except SelectiveAccessError:
                 return DataAccessResult.SCOPE_OF_ACCESS_VIOLATED
         return DataAccessResult.READ_WRITE_DENIED
+
+    def write_attribute(self, class_id: int, obis: str, attribute: int, value: bytes) -> DataAccessResult:
+        """Carry out a SET the association allowed; only the clock's time (attribute 2) is settable."""
+        if class_id != CLASS_CLOCK or attribute != 2:
+            return DataAccessResult.READ_WRITE_DENIED
+        if value[:2] == b"\x09\x0c" and len(value) == 14:
+            raw = value[2:]
+        elif value[:1] == b"\x19" and len(value) == 13:  # date-time as its own A-XDR type
+            raw = value[1:]
+        else:
+            return DataAccessResult.TYPE_UNMATCHED
+        try:
+            meter_time = decode_cosem_datetime(raw, self.meter.local_timezone)
+        except SelectiveAccessError:
+            return DataAccessResult.OTHER_REASON
+        self.meter.set_clock(meter_time, self.now())
+        return DataAccessResult.SUCCESS
+
+    def invoke_method(self, class_id: int, obis: str, method: int, parameters: bytes) -> ActionResultStatus:
+        """Carry out an ACTION the association allowed: the clock's adjust_to_quarter and shift_time."""
+        if class_id != CLASS_CLOCK:
+            return ActionResultStatus.READ_WRITE_DENIED
+        if method == m.CLOCK_ADJUST_TO_QUARTER:
+            if parameters not in (b"", b"\x0f\x00", b"\x11\x00"):
+                return ActionResultStatus.TYPE_UNMATCHED
+            self.meter.adjust_clock_to_quarter(self.now())
+            return ActionResultStatus.SUCCESS
+        if method == m.CLOCK_SHIFT_TIME:
+            if len(parameters) != 3 or parameters[0] != 0x10:
+                return ActionResultStatus.TYPE_UNMATCHED
+            shift = int.from_bytes(parameters[1:], "big", signed=True)
+            if not -900 <= shift <= 900:
+                return ActionResultStatus.SCOPE_OF_ACCESS_VIOLATED
+            self.meter.shift_clock(shift, self.now())
+            return ActionResultStatus.SUCCESS
+        return ActionResultStatus.OBJECT_UNDEFINED
 
     def _clock(self, attribute: int, now: datetime) -> bytes | DataAccessResult:
         reading = self.meter.clock(now)
