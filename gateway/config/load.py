@@ -17,6 +17,7 @@ from urllib.parse import urlparse
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from drivers.meters.profiles import override_problems
+from gateway.config.clock_sync import DEFAULT_CLOCK_SYNC, ClockSyncConfig, read_clock_sync
 from gateway.config.errors import ConfigError, ConfigIssue
 from gateway.config.model import (
     DEFAULT_PROJECTIONS,
@@ -105,7 +106,7 @@ def parse_config(
 def _read_fleet(ctx: Context, data: dict[str, Any], source: Path) -> FleetConfig | None:
     top = Table(ctx, data, "", (
         "gateway_id", "default_timezone", "clock_drift_threshold_s", "store", "schedules", "limits",
-        "logging", "projections", "metrics", "concentrators", "optical_ports", "meters",
+        "logging", "projections", "metrics", "clock_sync", "concentrators", "optical_ports", "meters",
     ))
     gateway_id = top.ident("gateway_id")
     default_tz = _timezone(top, "default_timezone") if top.has("default_timezone") else None
@@ -116,6 +117,7 @@ def _read_fleet(ctx: Context, data: dict[str, Any], source: Path) -> FleetConfig
     logging = _read_logging(top)
     projections = _read_projections(top)
     metrics = _read_metrics(top)
+    clock_sync = read_clock_sync(top, DEFAULT_CLOCK_SYNC)
     concentrator_tables = top.array_of_tables("concentrators")
     optical_tables = top.array_of_tables("optical_ports")
     concentrators = [c for p, d in concentrator_tables if (c := _read_concentrator(ctx, p, d))]
@@ -128,7 +130,8 @@ def _read_fleet(ctx: Context, data: dict[str, Any], source: Path) -> FleetConfig
     tz_fallback = _TzFallback(default_tz, reported=top.has("default_timezone") and default_tz is None)
     # A connection that failed to parse is still declared: its meters are not "unknown connection" too.
     declared = {d["id"] for _, d in concentrator_tables + optical_tables if isinstance(d.get("id"), str)}
-    meters = [m for p, d in meter_tables if (m := _read_meter(ctx, p, d, connections, declared, tz_fallback))]
+    meters = [m for p, d in meter_tables
+              if (m := _read_meter(ctx, p, d, connections, declared, tz_fallback, clock_sync or DEFAULT_CLOCK_SYNC))]
     _check_unique_ids(ctx, meter_tables, "meter")
     if not meter_tables and not any(issue.key_path == "meters" for issue in ctx.issues):
         ctx.add("meters", "the fleet has no meters: add at least one [[meters]] section")
@@ -136,6 +139,7 @@ def _read_fleet(ctx: Context, data: dict[str, Any], source: Path) -> FleetConfig
     if ctx.issues:
         return None
     assert gateway_id and drift is not None and store and schedules and limits and logging and projections and metrics
+    assert clock_sync is not None
     return FleetConfig(
         source=source,
         gateway_id=gateway_id,
@@ -149,6 +153,7 @@ def _read_fleet(ctx: Context, data: dict[str, Any], source: Path) -> FleetConfig
         meters=tuple(meters),
         projections=projections,
         metrics=metrics,
+        clock_sync=clock_sync,
     )
 
 
@@ -329,7 +334,7 @@ def _read_optical_port(ctx: Context, path: str, data: dict[str, Any]) -> Optical
 
 _METER_KEYS = (
     "id", "make", "profile", "connection", "client_address", "logical_address", "physical_address", "wport",
-    "security", "timezone", "max_power_w", "overrides",
+    "security", "timezone", "max_power_w", "overrides", "clock_sync",
 )
 _SECURITY_KEYS = ("level", "password", "authentication_key", "encryption_key", "client_system_title")
 _SECURITY_EXAMPLE = ' like { level = "lls", password = { env = "VARIABLE_NAME" } }'
@@ -342,6 +347,7 @@ def _read_meter(
     connections: Mapping[str, ConcentratorConfig | OpticalPortConfig],
     declared: Collection[str],
     tz_fallback: _TzFallback,
+    fleet_clock_sync: ClockSyncConfig = DEFAULT_CLOCK_SYNC,
 ) -> MeterConfig | None:
     table = Table(ctx, data, path, _METER_KEYS)
     mid = table.ident("id")
@@ -365,14 +371,16 @@ def _read_meter(
         ctx.add(table.key("timezone"), "missing: set timezone here, or default_timezone at the top of the file")
     max_power = table.number("max_power_w")
     overrides = _read_overrides(table)
+    clock_sync = read_clock_sync(table, fleet_clock_sync)
     if (mid is None or make is None or profile is None or conn is None or addresses is None or security is None
-            or timezone is None or max_power is None or overrides is None):
+            or timezone is None or max_power is None or overrides is None or clock_sync is None):
         return None
     return MeterConfig(
         id=mid, make=make, profile=profile, connection=conn.id, framing=_framing_of(conn),
         client_address=addresses.client, logical_address=addresses.logical,
         physical_address=addresses.physical, wport=addresses.wport,
         security=security, timezone=timezone, max_power_w=Decimal(str(max_power)), overrides=overrides,
+        clock_sync=clock_sync,
     )
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Iterator, Literal, Mapping
 from zoneinfo import ZoneInfo
 
+from gateway.config.clock_sync import DEFAULT_CLOCK_SYNC, ClockSyncConfig
 from gateway.config.secrets import SecretRef
 
 # Must follow the meter profiles in drivers/meters/ (one profile module per make): a profile listed
@@ -134,6 +135,7 @@ class MeterConfig:
     timezone: ZoneInfo  # used when the meter's clock says "deviation not specified"
     max_power_w: Decimal  # energy rising faster than this is flagged as suspect
     overrides: Mapping[str, Any]  # profile overrides, interpreted by drivers/meters
+    clock_sync: ClockSyncConfig = DEFAULT_CLOCK_SYNC  # the fleet's [clock_sync] with the meter's overrides
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,6 +192,7 @@ class FleetConfig:
     meters: tuple[MeterConfig, ...]
     projections: ProjectionsConfig = DEFAULT_PROJECTIONS
     metrics: MetricsConfig = DEFAULT_METRICS
+    clock_sync: ClockSyncConfig = DEFAULT_CLOCK_SYNC
 
     def meter(self, meter_id: str) -> MeterConfig:
         for meter in self.meters:

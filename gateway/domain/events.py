@@ -447,6 +447,54 @@ class ClockDriftDetected(DomainEvent):
 
 
 @dataclass(frozen=True, slots=True)
+class ClockSynchronised(DomainEvent):
+    """The gateway set the meter's clock (``[clock_sync]``) and read it again.
+
+    ``gateway_time`` / ``meter_time_before`` / ``offset_before_s``: the read that found the drift;
+    ``*_after``: the read after setting, ``verified`` when its offset is within the tolerance. The
+    meter's deviation (minutes, COSEM sign; None: not specified) and clock status as read after."""
+
+    TYPE: ClassVar[str] = "ClockSynchronised"
+    SCHEMA_VERSION: ClassVar[int] = 1
+
+    meter_id: str
+    method: str  # "set" (clock attribute 2) or "shift_time" (clock method 6)
+    gateway_time: datetime
+    meter_time_before: datetime
+    offset_before_s: Decimal
+    gateway_time_after: datetime
+    meter_time_after: datetime
+    offset_after_s: Decimal
+    verified: bool
+    deviation_min: int | None = None
+    status_flags: tuple[str, ...] = ()  # e.g. ("daylight_saving_active",)
+
+    def _id_parts(self) -> tuple[str, ...]:
+        return (iso_utc(self.gateway_time),)
+
+
+@dataclass(frozen=True, slots=True)
+class ClockSyncRefused(DomainEvent):
+    """The gateway did not correct a drifting clock: the drift exceeds ``max_step_s`` (a large jump
+    is a tamper or fault signal, never silently corrected) or the meter refused the write
+    (``reason`` names it, e.g. "AccessDenied: ... READ_WRITE_DENIED")."""
+
+    TYPE: ClassVar[str] = "ClockSyncRefused"
+    SCHEMA_VERSION: ClassVar[int] = 1
+
+    meter_id: str
+    method: str
+    gateway_time: datetime
+    meter_time: datetime
+    offset_s: Decimal
+    max_step_s: Decimal
+    reason: str
+
+    def _id_parts(self) -> tuple[str, ...]:
+        return (iso_utc(self.gateway_time),)
+
+
+@dataclass(frozen=True, slots=True)
 class MeterEventLogged(DomainEvent):
     TYPE: ClassVar[str] = "MeterEventLogged"
     SCHEMA_VERSION: ClassVar[int] = 1
@@ -514,6 +562,6 @@ class YearStreamOpened(DomainEvent):
 
 EVENT_CLASSES: tuple[type[DomainEvent], ...] = (
     MeterRegistered, RegisterRead, IntervalsRecorded, ClockChecked, ClockDriftDetected,
-    MeterEventLogged, ReadingGapDetected, SuspectReadingFlagged, YearStreamOpened,
+    ClockSynchronised, ClockSyncRefused, MeterEventLogged, ReadingGapDetected, SuspectReadingFlagged, YearStreamOpened,
 )
 """The event types of a meter's year streams; ``gateway.domain.mapper`` registers them."""

@@ -21,6 +21,8 @@ from gateway.domain.events import (
     CarryOver,
     ClockChecked,
     ClockDriftDetected,
+    ClockSynchronised,
+    ClockSyncRefused,
     DomainEvent,
     IntervalsRecorded,
     MeterEventLogged,
@@ -122,7 +124,11 @@ class MeterState:
             if current is not None and current >= event.event_time:
                 return self
             return replace(self, event_log_ends={**self.event_log_ends, event.log_obis: event.event_time})
-        if isinstance(event, (ReadingGapDetected, SuspectReadingFlagged)):
+        if isinstance(event, ClockSynchronised):
+            if self.clock_checked_at is not None and self.clock_checked_at > event.gateway_time_after:
+                return self
+            return replace(self, clock_offset_s=event.offset_after_s, clock_checked_at=event.gateway_time_after)
+        if isinstance(event, (ReadingGapDetected, SuspectReadingFlagged, ClockSyncRefused)):
             return self  # kept in the stream and counted; no state beyond that
         raise TypeError(f"MeterState cannot apply {type(event).__name__}")
 

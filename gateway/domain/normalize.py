@@ -19,6 +19,8 @@ from gateway.config.model import FleetConfig, MeterConfig
 from gateway.domain.events import (
     ClockChecked,
     ClockDriftDetected,
+    ClockSynchronised,
+    ClockSyncRefused,
     DomainEvent,
     IntervalRow,
     IntervalsRecorded,
@@ -284,6 +286,7 @@ class _Builder:
     def build(self) -> list[DomainEvent]:
         self._identity()
         self._clock()
+        self._clock_sync()
         self._registers()
         for profile in _merge_profiles(self.meter.id, self.poll.profiles):
             self._profile(profile)
@@ -337,6 +340,27 @@ class _Builder:
             self.events.append(ClockDriftDetected(
                 meter_id=self.meter.id, meter_time=clock.meter_time, gateway_time=clock.gateway_time,
                 offset_s=offset, threshold_s=threshold,
+            ))
+
+    def _clock_sync(self) -> None:
+        outcome = self.poll.clock_sync
+        if outcome is None:
+            return
+        before = outcome.before
+        if outcome.refused is not None:
+            self.events.append(ClockSyncRefused(
+                meter_id=self.meter.id, method=outcome.method, gateway_time=before.gateway_time,
+                meter_time=before.meter_time, offset_s=seconds(before.offset),
+                max_step_s=Decimal(str(outcome.max_step_s)), reason=outcome.refused,
+            ))
+        elif outcome.after is not None:
+            after = outcome.after
+            self.events.append(ClockSynchronised(
+                meter_id=self.meter.id, method=outcome.method, gateway_time=before.gateway_time,
+                meter_time_before=before.meter_time, offset_before_s=seconds(before.offset),
+                gateway_time_after=after.gateway_time, meter_time_after=after.meter_time,
+                offset_after_s=seconds(after.offset), verified=outcome.verified,
+                deviation_min=after.deviation_min, status_flags=tuple(after.status_flags),
             ))
 
     # -- registers --

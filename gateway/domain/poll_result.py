@@ -47,6 +47,19 @@ class StepError:
 
 
 @dataclass(frozen=True, slots=True)
+class ClockSyncOutcome:
+    """What the clock step's synchronisation did: set the clock (``after``: the read after, and
+    whether it verified) or refused to (``refused``: why)."""
+
+    method: str
+    before: ClockReading
+    max_step_s: float
+    after: ClockReading | None = None
+    verified: bool = False
+    refused: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class PollResult:
     meter_id: str
     read_time: datetime  # aware; normalised to UTC
@@ -56,6 +69,7 @@ class PollResult:
     profiles: tuple[ProfileReading, ...] = ()
     events: tuple[EventLogEntry, ...] = ()
     errors: tuple[StepError, ...] = ()
+    clock_sync: ClockSyncOutcome | None = None
 
     @property
     def registers_read(self) -> int:
@@ -133,6 +147,6 @@ def safe_message(exc: BaseException) -> str:
     return text if text else type(exc).__name__
 
 __all__ = [
-    "NOT_ATTEMPTED", "POLL_STEPS", "STEP_ORDER", "InvalidPollResult", "PollResult", "PollStep", "PollSummary",
+    "NOT_ATTEMPTED", "POLL_STEPS", "STEP_ORDER", "ClockSyncOutcome", "InvalidPollResult", "PollResult", "PollStep", "PollSummary",
     "StepError", "safe_message",
 ]

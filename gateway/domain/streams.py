@@ -15,6 +15,8 @@ from typing import Final
 from gateway.domain.events import (
     ClockChecked,
     ClockDriftDetected,
+    ClockSynchronised,
+    ClockSyncRefused,
     DomainEvent,
     IntervalsRecorded,
     MeterEventLogged,
@@ -114,7 +116,7 @@ def _years(event: DomainEvent) -> list[int]:
         moment = event.capture_time
     elif isinstance(event, MeterRegistered):
         moment = event.first_contact
-    elif isinstance(event, (ClockChecked, ClockDriftDetected)):
+    elif isinstance(event, (ClockChecked, ClockDriftDetected, ClockSynchronised, ClockSyncRefused)):
         # The gateway's clock, not the meter's: a drifting meter clock must not pick the stream.
         moment = event.gateway_time
     elif isinstance(event, MeterEventLogged):

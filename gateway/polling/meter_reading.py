@@ -12,9 +12,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+import logging
+
 import anyio
 
-from drivers.errors import DriverError, UnusableReply
+from drivers.clock_writer import set_clock, shift_clock
+from drivers.errors import DataAccessRefused, DriverError, UnusableReply
 from drivers.meters import MeterProfile
 from drivers.readers import (
     ScalerUnitCache,
@@ -27,7 +30,10 @@ from drivers.readers import (
 from drivers.readings import ClockReading, EventLogEntry, Identity, ProfileReading, RegisterReading, RegisterRefused
 from drivers.session import DlmsSession
 from gateway.config.model import MeterConfig
-from gateway.domain.poll_result import NOT_ATTEMPTED, PollStep, StepError, safe_message
+from gateway.domain.poll_result import NOT_ATTEMPTED, ClockSyncOutcome, PollStep, StepError, safe_message
+from gateway.polling.clock_sync import decide, verified
+
+log = logging.getLogger(__name__)
 
 ONE_SECOND = timedelta(seconds=1)
 
@@ -72,6 +78,7 @@ class Reads:
     def __init__(self) -> None:
         self.identity: Identity | None = None
         self.clock: ClockReading | None = None
+        self.clock_sync: ClockSyncOutcome | None = None
         self.registers: list[RegisterReading | RegisterRefused] = []
         self.profiles: list[ProfileReading] = []
         self.events: list[EventLogEntry] = []
@@ -148,6 +155,8 @@ class MeterReader:
             reads.identity = await read_identity(session, profile)
         elif step == "clock":
             reads.clock = await read_clock(session, tz, obis=profile.clock, quirks=profile.quirks, now=self.now)
+            if meter.clock_sync.enabled:
+                await self._sync_clock(session, meter, profile, reads)
         elif step == "registers":
             reads.registers.extend(await read_registers(
                 session, profile.registers, self.scalers, profile=profile, meter_tz=tz,
@@ -166,6 +175,45 @@ class MeterReader:
                     reads.events.extend(await read_event_log(
                         session, log_obis, start, now, meter_tz=tz, profile=profile,
                     ))
+
+    async def _sync_clock(self, session: DlmsSession, meter: MeterConfig, profile: MeterProfile, reads: Reads) -> None:
+        """Correct the clock just read if the policy says so, read it again and verify. A refusal by
+        the meter is recorded (ClockSyncRefused) and fails the clock step; the poll goes on."""
+        before = reads.clock
+        assert before is not None
+        policy = meter.clock_sync
+        decision = decide(before, policy, meter.timezone)
+        if decision.kind == "none":
+            return
+        if decision.kind == "defer":
+            log.info("meter %s: clock sync deferred to the next poll: %s", meter.id, decision.reason)
+            return
+        if decision.kind == "refuse":
+            log.warning("meter %s: clock not synchronised: %s (a tamper or fault signal; correct it by hand "
+                        "if it is right)", meter.id, decision.reason)
+            reads.clock_sync = ClockSyncOutcome(policy.method, before, policy.max_step_s, refused=decision.reason)
+            return
+        try:
+            if policy.method == "shift_time":
+                await shift_clock(session, round(-before.offset.total_seconds()), obis=profile.clock)
+            else:
+                dst = "daylight_saving_active" in before.status_flags
+                await set_clock(session, self.now(), before.deviation_min, meter.timezone, obis=profile.clock,
+                                daylight_saving=dst)
+        except DataAccessRefused as exc:
+            reason = f"{type(exc).__name__}: {safe_message(exc)}"
+            log.warning("meter %s: the meter refused the clock sync: %s", meter.id, reason)
+            reads.clock_sync = ClockSyncOutcome(policy.method, before, policy.max_step_s, refused=reason)
+            raise
+        after = await read_clock(session, meter.timezone, obis=profile.clock, quirks=profile.quirks, now=self.now)
+        ok = verified(after)
+        reads.clock_sync = ClockSyncOutcome(policy.method, before, policy.max_step_s, after=after, verified=ok)
+        if ok:
+            log.info("meter %s: clock synchronised (%s): offset %+.1f s -> %+.1f s", meter.id, policy.method,
+                     before.offset.total_seconds(), after.offset.total_seconds())
+        else:
+            log.warning("meter %s: clock set (%s) but read back %+.1f s off", meter.id, policy.method,
+                        after.offset.total_seconds())
 
 
 __all__ = ["MeterReader", "PollerSettings", "Reads", "catch_up_ranges"]

@@ -117,7 +117,7 @@ class Poller:
         result = PollResult(
             meter_id=meter_id, read_time=started_at, identity=reads.identity, clock=reads.clock,
             registers=tuple(reads.registers), profiles=tuple(reads.profiles), events=tuple(reads.events),
-            errors=tuple(reads.errors),
+            errors=tuple(reads.errors), clock_sync=reads.clock_sync,
         )
         usable, unusable = usable_readings(result)
         if unusable:
