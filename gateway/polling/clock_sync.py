@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone, tzinfo
+from datetime import timedelta, tzinfo
 from typing import Literal
 
 from drivers.readings import ClockReading
@@ -63,7 +63,3 @@ def _local_offset(reading: ClockReading, meter_tz: tzinfo | None) -> float:
         offset = reading.meter_time.astimezone(meter_tz).utcoffset()
         return (offset or timedelta(0)).total_seconds()
     return 0.0
-
-
-def gateway_utc(now: datetime) -> datetime:
-    return now.astimezone(timezone.utc)
