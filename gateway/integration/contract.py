@@ -13,6 +13,7 @@ meter.registered.v1   MeterRegistered (make, model, serial, fw)   first contact
 meter.reading.v1      RegisterRead                                capture time
 meter.intervals.v1    IntervalsRecorded (a batch of rows)         end of the batch's last interval
 meter.clock.v1        ClockChecked, ClockDriftDetected            gateway time of the check
+meter.clocksync.v1    ClockSynchronised, ClockSyncRefused         gateway time of the drifted read
 meter.alarm.v1        MeterEventLogged, SuspectReadingFlagged     event time / capture time
 meter.gap.v1          ReadingGapDetected                          end of the gap
 ====================  =========================================  =================================
@@ -42,6 +43,8 @@ from typing import Any, Final, Mapping
 from gateway.domain.events import (
     ClockChecked,
     ClockDriftDetected,
+    ClockSynchronised,
+    ClockSyncRefused,
     DomainEvent,
     IntervalsRecorded,
     MeterEventLogged,
@@ -60,10 +63,11 @@ REGISTERED: Final[str] = "meter.registered.v1"
 READING: Final[str] = "meter.reading.v1"
 INTERVALS: Final[str] = "meter.intervals.v1"
 CLOCK: Final[str] = "meter.clock.v1"
+CLOCK_SYNC: Final[str] = "meter.clocksync.v1"
 ALARM: Final[str] = "meter.alarm.v1"
 GAP: Final[str] = "meter.gap.v1"
 
-CONTRACT_TYPES: Final[tuple[str, ...]] = (REGISTERED, READING, INTERVALS, CLOCK, ALARM, GAP)
+CONTRACT_TYPES: Final[tuple[str, ...]] = (REGISTERED, READING, INTERVALS, CLOCK, CLOCK_SYNC, ALARM, GAP)
 """Every contract type published today; each has a schema file of the same name."""
 
 PUBLISHED: Final[Mapping[str, str]] = MappingProxyType({
@@ -72,6 +76,8 @@ PUBLISHED: Final[Mapping[str, str]] = MappingProxyType({
     IntervalsRecorded.TYPE: INTERVALS,
     ClockChecked.TYPE: CLOCK,
     ClockDriftDetected.TYPE: CLOCK,
+    ClockSynchronised.TYPE: CLOCK_SYNC,
+    ClockSyncRefused.TYPE: CLOCK_SYNC,
     MeterEventLogged.TYPE: ALARM,
     SuspectReadingFlagged.TYPE: ALARM,
     ReadingGapDetected.TYPE: GAP,
@@ -175,6 +181,24 @@ def _clock_drift(event: ClockDriftDetected) -> Data:
     }
 
 
+def _clock_synchronised(event: ClockSynchronised) -> Data:
+    return event.gateway_time, {
+        "outcome": "synchronised", "method": event.method,
+        "gatewayTime": iso_utc(event.gateway_time), "meterTime": iso_utc(event.meter_time_before),
+        "offset": _measure(event.offset_before_s, "s"),
+        "meterTimeAfter": iso_utc(event.meter_time_after), "offsetAfter": _measure(event.offset_after_s, "s"),
+        "verified": event.verified,
+    }
+
+
+def _clock_sync_refused(event: ClockSyncRefused) -> Data:
+    return event.gateway_time, {
+        "outcome": "refused", "method": event.method,
+        "gatewayTime": iso_utc(event.gateway_time), "meterTime": iso_utc(event.meter_time),
+        "offset": _measure(event.offset_s, "s"), "maxStep": _measure(event.max_step_s, "s"), "reason": event.reason,
+    }
+
+
 def _meter_event(event: MeterEventLogged) -> Data:
     return event.event_time, {
         "kind": "meterEvent", "logObis": event.log_obis, "eventTime": iso_utc(event.event_time),
@@ -204,12 +228,14 @@ _DATA: Final[Mapping[type[DomainEvent], Callable[[Any], Data]]] = {
     IntervalsRecorded: _intervals,
     ClockChecked: _clock_checked,
     ClockDriftDetected: _clock_drift,
+    ClockSynchronised: _clock_synchronised,
+    ClockSyncRefused: _clock_sync_refused,
     MeterEventLogged: _meter_event,
     SuspectReadingFlagged: _suspect,
     ReadingGapDetected: _gap,
 }
 
 __all__ = [
-    "ALARM", "CLOCK", "CONTRACT_TYPES", "GAP", "INTERVALS", "NOT_PUBLISHED", "PUBLISHED", "READING", "REGISTERED",
+    "ALARM", "CLOCK", "CLOCK_SYNC", "CONTRACT_TYPES", "GAP", "INTERVALS", "NOT_PUBLISHED", "PUBLISHED", "READING", "REGISTERED",
     "integration_events", "integration_id",
 ]

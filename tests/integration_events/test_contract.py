@@ -19,6 +19,8 @@ from hypothesis import strategies as st
 from gateway.domain.events import (
     ClockChecked,
     ClockDriftDetected,
+    ClockSynchronised,
+    ClockSyncRefused,
     DomainEvent,
     IntervalRow,
     IntervalsRecorded,
@@ -70,6 +72,10 @@ def one_of_each() -> list[DomainEvent]:
         ClockChecked(METER, T0 + timedelta(seconds=7.5), T0, Decimal("7.5")),
         ClockDriftDetected(METER, T0 + timedelta(seconds=7.5), T0, Decimal("7.5"), Decimal("5")),
         ClockChecked(METER, T0 - timedelta(seconds=1), later, Decimal("-1E+0")),
+        ClockSynchronised(METER, "set", T0, T0 + timedelta(seconds=90), Decimal("90"), later, later + timedelta(seconds=1),
+                          Decimal("1.0E+0"), True, deviation_min=-60, status_flags=("daylight_saving_active",)),
+        ClockSyncRefused(METER, "set", later, later + timedelta(hours=2), Decimal("7.2E+3"), Decimal("300"),
+                         "drift 7200 s exceeds max_step_s 300"),
         MeterEventLogged(METER, LOG, T0 - timedelta(hours=1), 1, "power down"),
         SuspectReadingFlagged(METER, IMPORT, "counter went backwards", Decimal("1.5E+2"), T0),
         ReadingGapDetected(METER, PROFILE, T0 - timedelta(hours=2), T0 - timedelta(hours=1), "meter has no rows"),
@@ -128,6 +134,21 @@ async def test_the_documents_say_what_the_domain_events_say(recorded: list[Recor
     (drift,) = docs["ClockDriftDetected"]
     assert drift["data"]["driftDetected"] is True and drift["data"]["driftThreshold"] == {"value": "5", "unit": "s"}
     assert drift["id"] != checked["id"] and drift["time"] == checked["time"] == "2026-03-01T12:00:00Z"
+
+    (synced,) = docs["ClockSynchronised"]
+    assert synced["time"] == "2026-03-01T12:00:00Z"
+    assert synced["data"] == {
+        "meterId": METER, "outcome": "synchronised", "method": "set", "gatewayTime": "2026-03-01T12:00:00Z",
+        "meterTime": "2026-03-01T12:01:30Z", "offset": {"value": "90", "unit": "s"},
+        "meterTimeAfter": "2026-03-01T12:15:01Z", "offsetAfter": {"value": "1.0", "unit": "s"}, "verified": True,
+    }
+    (refused,) = docs["ClockSyncRefused"]
+    assert refused["data"] == {
+        "meterId": METER, "outcome": "refused", "method": "set", "gatewayTime": "2026-03-01T12:15:00Z",
+        "meterTime": "2026-03-01T14:15:00Z", "offset": {"value": "7200", "unit": "s"},
+        "maxStep": {"value": "300", "unit": "s"}, "reason": "drift 7200 s exceeds max_step_s 300",
+    }
+    assert refused["id"] != synced["id"] and refused["type"] == synced["type"] == "com.metergateway.meter.clocksync.v1"
 
     (logged,) = docs["MeterEventLogged"]
     assert logged["data"] == {"meterId": METER, "kind": "meterEvent", "logObis": LOG,
